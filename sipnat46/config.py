@@ -1,0 +1,237 @@
+"""The config file (TOML, read with tomllib) and the address plan built from it.
+
+Every problem is a ConfigError naming the dotted key, e.g. ``inside.pbx[1]: not an IP address``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .plan import AddressPlan, StandIns
+from .sip.uri import IPAddress
+
+_SCHEMA: dict[str, set[str] | None] = {
+    "": {"placement", "instance", "inside", "outside", "stand_ins", "peers", "media", "queue"},
+    "inside": {"pbx", "sip_ports"},
+    "outside": {"ipv4", "ipv6", "masquerade"},
+    "stand_ins": {"pool", "idle_timeout", "per_source_cap", "max_dynamic"},
+    "peers": {"name", "ipv6", "stand_in"},
+    "media": {"relay", "ports", "inside_ipv4", "timeout"},
+    "queue": {"number", "max_len", "rcvbuf"},
+}
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    name: str
+    ipv6: ipaddress.IPv6Address
+    stand_in: ipaddress.IPv4Address | None
+
+
+@dataclass
+class Config:
+    path: Path | None = None
+    placement: str = "gateway"
+    instance: str = "sipnat46"
+    pbx: tuple[IPAddress, ...] = ()
+    sip_ports: tuple[int, ...] = (5060,)
+    egress: dict[int, IPAddress] = field(default_factory=dict)
+    masquerade: frozenset[int] = frozenset()
+    pool: ipaddress.IPv4Network | None = None
+    idle_timeout: float = 300.0
+    per_source_cap: int = 16
+    max_dynamic: int | None = None
+    peers: tuple[PeerConfig, ...] = ()
+    relay: str = "builtin"
+    media_ports: tuple[int, int] = (30000, 39999)
+    relay_inside: ipaddress.IPv4Address | None = None
+    media_timeout: float = 60.0
+    queue: int = 46
+    queue_max_len: int = 4096
+    rcvbuf: int = 8 * 1024 * 1024
+
+    def address_plan(self) -> AddressPlan:
+        static: dict[ipaddress.IPv6Address, ipaddress.IPv4Address] = {}
+        pool_hosts = iter(self.pool.hosts()) if self.pool is not None else iter(())
+        taken = {p.stand_in for p in self.peers if p.stand_in is not None}
+        for i, peer in enumerate(self.peers):
+            v4 = peer.stand_in
+            if v4 is None:
+                v4 = next((h for h in pool_hosts if h not in taken), None)
+                if v4 is None:
+                    raise ConfigError(f"peers[{i}].stand_in", "none given and the pool is exhausted")
+                taken.add(v4)
+            static[peer.ipv6] = v4
+        stand_ins = StandIns(
+            self.pool,
+            static,
+            idle_timeout=self.idle_timeout,
+            per_source_cap=self.per_source_cap,
+            total_cap=self.max_dynamic,
+        )
+        return AddressPlan(self.pbx, stand_ins, self.placement, dict(self.egress), self.masquerade)
+
+
+def _check_keys(table: dict[str, Any], section: str, prefix: str) -> None:
+    allowed = _SCHEMA[section]
+    assert allowed is not None
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(f"{prefix}{key}", "unknown key")
+
+
+def _addr(value: Any, key: str, family: int | None = None) -> IPAddress:
+    if not isinstance(value, str):
+        raise ConfigError(key, "must be a string holding an IP address")
+    try:
+        addr = ipaddress.ip_address(value)
+    except ValueError:
+        raise ConfigError(key, f"{value!r} is not an IP address") from None
+    if family is not None and addr.version != family:
+        raise ConfigError(key, f"{value} is not an IPv{family} address")
+    return addr
+
+
+def _int(value: Any, key: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(key, "must be a whole number")
+    if not low <= value <= high:
+        raise ConfigError(key, f"{value} is outside {low}..{high}")
+    return value
+
+
+def _number(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(key, "must be a positive number")
+    return float(value)
+
+
+def _table(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    value = doc.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(name, "must be a table")
+    _check_keys(value, name, f"{name}.")
+    return value
+
+
+def load(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError("", f"cannot read config {p}: {exc.strerror}") from None
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError("", f"{p}: not valid TOML: {exc}") from None
+    cfg = parse(doc)
+    cfg.path = p
+    if "instance" not in doc:
+        cfg.instance = p.stem
+    return cfg
+
+
+def parse(doc: dict[str, Any]) -> Config:
+    _check_keys(doc, "", "")
+    cfg = Config()
+    placement = doc.get("placement", "gateway")
+    if placement not in ("gateway", "host"):
+        raise ConfigError("placement", f"{placement!r} is not one of gateway, host")
+    cfg.placement = placement
+    instance = doc.get("instance", cfg.instance)
+    if not isinstance(instance, str) or not instance.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError("instance", "must be a name of letters, digits, - and _")
+    cfg.instance = instance
+
+    inside = _table(doc, "inside")
+    pbx = inside.get("pbx")
+    if pbx is None:
+        raise ConfigError("inside.pbx", "missing: list the PBX's own addresses")
+    if not isinstance(pbx, list) or not pbx:
+        raise ConfigError("inside.pbx", "must be a non-empty list of addresses")
+    cfg.pbx = tuple(_addr(v, f"inside.pbx[{i}]") for i, v in enumerate(pbx))
+    ports = inside.get("sip_ports", [5060])
+    if not isinstance(ports, list) or not ports:
+        raise ConfigError("inside.sip_ports", "must be a non-empty list of ports")
+    cfg.sip_ports = tuple(_int(v, f"inside.sip_ports[{i}]", 1, 65535) for i, v in enumerate(ports))
+
+    outside = _table(doc, "outside")
+    for fam in (4, 6):
+        key = f"ipv{fam}"
+        if key in outside:
+            cfg.egress[fam] = _addr(outside[key], f"outside.{key}", fam)
+    masq = outside.get("masquerade", [])
+    if not isinstance(masq, list) or any(m not in ("ipv4", "ipv6") for m in masq):
+        raise ConfigError("outside.masquerade", 'must be a list of "ipv4" and/or "ipv6"')
+    cfg.masquerade = frozenset(4 if m == "ipv4" else 6 for m in masq)
+
+    stand = _table(doc, "stand_ins")
+    if "pool" in stand:
+        try:
+            pool = ipaddress.ip_network(stand["pool"])
+        except (ValueError, TypeError):
+            raise ConfigError("stand_ins.pool", f"{stand['pool']!r} is not an IPv4 network") from None
+        if pool.version != 4:
+            raise ConfigError("stand_ins.pool", "must be an IPv4 network")
+        cfg.pool = pool  # type: ignore[assignment]
+    if "idle_timeout" in stand:
+        cfg.idle_timeout = _number(stand["idle_timeout"], "stand_ins.idle_timeout")
+    if "per_source_cap" in stand:
+        cfg.per_source_cap = _int(stand["per_source_cap"], "stand_ins.per_source_cap", 1, 1 << 20)
+    if "max_dynamic" in stand:
+        cfg.max_dynamic = _int(stand["max_dynamic"], "stand_ins.max_dynamic", 0, 1 << 22)
+
+    peers = doc.get("peers", [])
+    if not isinstance(peers, list):
+        raise ConfigError("peers", "must be an array of tables ([[peers]])")
+    out = []
+    seen_v4: dict[IPAddress, str] = {}
+    for i, peer in enumerate(peers):
+        if not isinstance(peer, dict):
+            raise ConfigError(f"peers[{i}]", "must be a table")
+        _check_keys(peer, "peers", f"peers[{i}].")
+        name = peer.get("name", f"peer{i}")
+        if "ipv6" not in peer:
+            raise ConfigError(f"peers[{i}].ipv6", "missing")
+        v6 = _addr(peer["ipv6"], f"peers[{i}].ipv6", 6)
+        v4 = _addr(peer["stand_in"], f"peers[{i}].stand_in", 4) if "stand_in" in peer else None
+        if v4 is not None:
+            if v4 in seen_v4:
+                raise ConfigError(f"peers[{i}].stand_in", f"{v4} is already the stand-in of {seen_v4[v4]}")
+            seen_v4[v4] = name
+        out.append(PeerConfig(str(name), v6, v4))  # type: ignore[arg-type]
+    cfg.peers = tuple(out)
+
+    media = _table(doc, "media")
+    relay = media.get("relay", "builtin")
+    if relay not in ("builtin", "rtpengine", "off"):
+        raise ConfigError("media.relay", f"{relay!r} is not one of builtin, rtpengine, off")
+    cfg.relay = relay
+    if "ports" in media:
+        rng = media["ports"]
+        try:
+            lo_s, hi_s = str(rng).split("-")
+            lo, hi = int(lo_s), int(hi_s)
+        except ValueError:
+            raise ConfigError("media.ports", f"{rng!r} is not a range like 30000-39999") from None
+        if not 1024 <= lo < hi <= 65535 or hi - lo < 3:
+            raise ConfigError("media.ports", f"{rng!r} must lie within 1024-65535 and hold two pairs")
+        cfg.media_ports = (lo, hi)
+    if "inside_ipv4" in media:
+        cfg.relay_inside = _addr(media["inside_ipv4"], "media.inside_ipv4", 4)  # type: ignore[assignment]
+    if "timeout" in media:
+        cfg.media_timeout = _number(media["timeout"], "media.timeout")
+
+    queue = _table(doc, "queue")
+    if "number" in queue:
+        cfg.queue = _int(queue["number"], "queue.number", 0, 65535)
+    if "max_len" in queue:
+        cfg.queue_max_len = _int(queue["max_len"], "queue.max_len", 16, 1 << 20)
+    if "rcvbuf" in queue:
+        cfg.rcvbuf = _int(queue["rcvbuf"], "queue.rcvbuf", 65536, 1 << 30)
+    return cfg

@@ -1,0 +1,401 @@
+"""The rewrite policy: what a message must say for the side and family it is going to.
+
+Sans-IO. The I/O shell passes the packet's addressing, the time, and a route lookup;
+the policy returns the new bytes, where the packet must go, and the media it anchored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .dialogs import ViaMemory
+from .errors import NoEgressAddress, SipParseError, StandInExhausted
+from .media import Endpoint, MediaSessions
+from .plan import AddressPlan, Side
+from .sdp import MediaDescription, SdpAddress, SessionDescription, parse_sdp
+from .sip.addrs import parse_name_addr, split_values
+from .sip.body import sdp_spans
+from .sip.headers import CALL_ID, URI_LIST_HEADERS, VIA
+from .sip.message import Edits, SipMessage, finish, parse_message
+from .sip.uri import Host, IPAddress, format_address, format_host, parse_uri
+from .sip.via import Via, parse_via_values
+
+EgressLookup = Callable[[IPAddress], "IPAddress | None"]
+HostMap = Callable[[IPAddress], "IPAddress | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """How a message travels: which side sent it, and its IP addresses."""
+
+    from_side: Side
+    dst: IPAddress
+    src: IPAddress | None = None
+
+
+# (field, old text, new value): formatted only when somebody asks for the summary.
+Change = tuple[str, str, object]
+
+
+@dataclass(slots=True)
+class MediaChange:
+    index: int
+    kind: str
+    sender: Side
+    original: Endpoint
+    rtcp: Endpoint | None
+    replaced: Endpoint | None  # None when the stream was left alone (hold, port 0)
+    relayed: bool
+
+
+@dataclass(slots=True)
+class Outcome:
+    data: bytes
+    changed: bool
+    translated: bool
+    src: IPAddress | None  # what the packet's source must be after the rewrite
+    dst: IPAddress
+    changes: list[Change] = field(default_factory=list)
+    media: list[MediaChange] = field(default_factory=list)
+    message: SipMessage | None = None
+
+    def summary(self) -> str:
+        if not self.changed:
+            return "unchanged"
+        kind = "translated" if self.translated else "fixed up"
+        return f"{kind} {len(self.changes)} field(s): " + "; ".join(
+            f"{what} {old} -> {new}" for what, old, new in self.changes
+        )
+
+
+@dataclass(slots=True)
+class _Course:
+    """The decision for one message: family, egress and how hosts map."""
+
+    from_side: Side
+    translated: bool
+    src: IPAddress | None
+    dst: IPAddress
+    map_host: HostMap
+    relay: dict[Side, IPAddress] | None = None
+    egress: list[IPAddress] = field(default_factory=list)  # filled once it was needed
+
+
+class Rewriter:
+    """Applies the address plan to messages; holds the per-transaction state it needs."""
+
+    def __init__(
+        self,
+        plan: AddressPlan,
+        *,
+        egress_lookup: EgressLookup | None = None,
+        media: MediaSessions | None = None,
+        vias: ViaMemory | None = None,
+        relay_inside: IPAddress | None = None,
+    ) -> None:
+        self.plan = plan
+        self.egress_lookup = egress_lookup
+        self.media = media
+        self.vias = vias if vias is not None else ViaMemory()
+        self.relay_inside = relay_inside
+
+    # -- deciding the course ---------------------------------------------------------
+
+    def egress_towards(self, dst: IPAddress) -> IPAddress:
+        explicit = self.plan.egress.get(dst.version)
+        if explicit is not None:
+            return explicit
+        found = self.egress_lookup(dst) if self.egress_lookup is not None else None
+        if found is None:
+            raise NoEgressAddress(
+                f"no IPv{dst.version} egress address towards {dst}: set [outside] ipv{dst.version}"
+            )
+        return found
+
+    def _course(self, packet: Packet, now: float) -> _Course:
+        plan = self.plan
+        if packet.from_side is Side.INSIDE:
+            target = plan.stand_ins.ipv6_for(packet.dst, now) if packet.dst.version == 4 else None
+            src = packet.src
+            if target is not None:
+                translated, family, out_dst = True, 6, target
+            else:
+                family, out_dst, translated = packet.dst.version, packet.dst, False
+            own_source = (
+                not translated and src is not None and src.version == family and family not in plan.masquerade
+            )
+            # Looked up only when an address really has to change (most messages: never).
+            egress_found: list[IPAddress] = [src] if own_source and src is not None else []
+
+            def egress() -> IPAddress:
+                if not egress_found:
+                    egress_found.append(self.egress_towards(out_dst))
+                return egress_found[0]
+
+            def out_map(a: IPAddress) -> IPAddress | None:
+                if plan.is_pbx_side(a):
+                    e = egress()
+                    return None if a == e else e
+                if a.version == 4 and family == 6:
+                    return plan.stand_ins.ipv6_for(a, now)
+                return None
+
+            relay = None
+            if translated:
+                relay = {Side.OUTSIDE: egress(), Side.INSIDE: self._relay_inside(packet.dst)}
+            course = _Course(packet.from_side, translated, src, out_dst, out_map, relay)
+            if translated:
+                course.src = egress()
+            course.egress = egress_found
+            return course
+
+        family = packet.src.version if packet.src is not None else packet.dst.version
+        if family == 6 and plan.pbx_address(6) is None and plan.pbx_address(4) is not None:
+            pbx4 = plan.pbx_address(4)
+            assert pbx4 is not None
+            peer = packet.src
+            stand_in = None
+            if peer is not None:
+                stand_in = plan.stand_ins.stand_in_for(peer, now, source=peer)
+                if stand_in is None:
+                    raise StandInExhausted(f"no stand-in for {peer}")
+            box = {packet.dst, *plan.egress.values(), *plan.host_addresses}
+
+            def in_map(a: IPAddress) -> IPAddress | None:
+                if a.version != 6:
+                    return None
+                if a in box:
+                    return pbx4
+                return plan.stand_ins.stand_in_for(a, now, source=peer)
+
+            relay_in = self._relay_inside(stand_in or pbx4)
+            return _Course(
+                packet.from_side,
+                True,
+                stand_in,
+                pbx4,
+                in_map,
+                {Side.OUTSIDE: packet.dst, Side.INSIDE: relay_in},
+            )
+
+        own = {a for a in plan.egress.values() if a.version == family}
+        target_pbx = packet.dst if plan.is_pbx_side(packet.dst) else plan.pbx_address(family)
+
+        def fix_in(a: IPAddress) -> IPAddress | None:
+            return target_pbx if a in own and target_pbx is not None and a != target_pbx else None
+
+        return _Course(packet.from_side, False, packet.src, packet.dst, fix_in)
+
+    def _relay_inside(self, towards: IPAddress) -> IPAddress:
+        if self.relay_inside is not None:
+            return self.relay_inside
+        pbx4 = self.plan.pbx_address(4)
+        found = self.egress_lookup(pbx4) if self.egress_lookup and pbx4 else None
+        return found if found is not None else towards
+
+    # -- rewriting ---------------------------------------------------------------------
+
+    def rewrite(self, data: bytes, packet: Packet, now: float = 0.0) -> Outcome:
+        """Rewrite one message; raises SipParseError (pass it through) or StandInExhausted."""
+        msg = parse_message(data)
+        course = self._course(packet, now)
+        edits = Edits()
+        changes: list[Change] = []
+        media: list[MediaChange] = []
+
+        def put_host(host: Host, what: str, *, bracket: bool = True) -> bool:
+            addr = host.address
+            if addr is None:
+                return False
+            new = course.map_host(addr)
+            if new is None or new == addr:
+                return False
+            text = format_host(new) if bracket else format_address(new)
+            edits.replace(host.start, host.end, text.encode())
+            changes.append((what, host.text, new))
+            return True
+
+        if msg.is_request:
+            uri = parse_uri(data, msg.uri_start, msg.uri_end)
+            if uri.host is not None:
+                put_host(uri.host, "Request-URI")
+            _maddr(uri.params.get("maddr"), put_host, "Request-URI maddr")
+
+        self._vias(msg, course, edits, changes, put_host, now)
+
+        for h in msg.headers:
+            if h.name not in URI_LIST_HEADERS:
+                continue
+            for s, e in split_values(data, h.value_start, h.value_end):
+                na = parse_name_addr(data, s, e)
+                if na.uri is None or na.uri.host is None:
+                    continue
+                label = h.name.title()
+                put_host(na.uri.host, label)
+                _maddr(na.uri.params.get("maddr"), put_host, f"{label} maddr")
+
+        for s, e in sdp_spans(msg):
+            sd = parse_sdp(data, s, e)
+            self._sdp(msg, sd, course, edits, changes, media, now)
+
+        out = finish(msg, edits)
+        src = course.src
+        if src is None and course.egress and out != data:
+            src = course.egress[0]
+        return Outcome(
+            out,
+            out != data,
+            course.translated,
+            src,
+            course.dst,
+            changes,
+            media,
+            msg,
+        )
+
+    def _vias(self, msg, course, edits, changes, put_host, now) -> None:  # type: ignore[no-untyped-def]
+        data = msg.data
+        back_to = course.from_side
+        for h in msg.headers:
+            if h.name != VIA:
+                continue
+            for via in parse_via_values(data, h.value_start, h.value_end):
+                branch = via.branch
+                if not msg.is_request and branch:
+                    original = self.vias.recall(branch, course.from_side.other, now)
+                    if original is not None:
+                        if data[via.start : via.end] != original:
+                            edits.replace(via.start, via.end, original)
+                            changes.append(("Via", "rewritten", "restored"))
+                        continue
+                sub, sub_changes = _remap_via(data, via, course.map_host)
+                if not sub:
+                    continue
+                original = data[via.start : via.end]
+                edits.replace(via.start, via.end, sub.apply(original))
+                changes.extend(sub_changes)
+                if msg.is_request and branch:
+                    self.vias.remember(branch, back_to, original, now)
+
+    def _sdp(
+        self,
+        msg: SipMessage,
+        sd: SessionDescription,
+        course: _Course,
+        edits: Edits,
+        changes: list[Change],
+        media: list[MediaChange],
+        now: float,
+    ) -> None:
+        data = msg.data
+        done: dict[int, str] = {}  # address fields already rewritten (a session c= is shared)
+
+        def put_addr(a: SdpAddress | None, new: IPAddress | None, what: str) -> None:
+            if a is None or new is None or a.start in done:
+                return
+            old = a.address
+            if old == new and a.text == format_address(new):
+                return
+            done[a.start] = format_address(new)
+            edits.replace(a.start, a.end, format_address(new).encode())
+            if a.addrtype_start is not None and a.addrtype_end is not None:
+                tag = b"IP6" if new.version == 6 else b"IP4"
+                if data[a.addrtype_start : a.addrtype_end] != tag:
+                    edits.replace(a.addrtype_start, a.addrtype_end, tag)
+            changes.append((f"SDP {what}", a.text, new))
+
+        def mapped(a: SdpAddress | None) -> IPAddress | None:
+            addr = a.address if a is not None else None
+            return course.map_host(addr) if addr is not None else None
+
+        put_addr(sd.origin, mapped(sd.origin), "o=")
+        call_id = msg.header_text(CALL_ID) or ""
+        for m in sd.media:
+            conn = sd.connection_of(m)
+            addr = conn.address if conn is not None else None
+            if addr is None:
+                continue
+            rtcp = Endpoint(
+                (m.rtcp_address.address if m.rtcp_address else None) or addr,
+                m.rtcp_port.value if m.rtcp_port else m.port.value + 1,
+            )
+            change = MediaChange(
+                m.index, m.kind, course.from_side, Endpoint(addr, m.port.value), rtcp, None, False
+            )
+            media.append(change)
+            if m.port.value == 0 or addr.is_unspecified:
+                # Rejected stream or hold (c=0.0.0.0): keep it meaning what it means.
+                continue
+            if course.relay is not None and self.media is not None:
+                self._relay(call_id, m, conn, change, course, edits, changes, put_addr)
+            else:
+                new = course.map_host(addr)
+                put_addr(conn, new, "c=")
+                put_addr(m.rtcp_address, mapped(m.rtcp_address), "a=rtcp")
+                if new is not None:
+                    change.replaced = Endpoint(new, m.port.value)
+            for cand in m.candidates:
+                if change.relayed:
+                    continue
+                put_addr(cand.address, mapped(cand.address), "a=candidate")
+                put_addr(cand.raddr, mapped(cand.raddr), "a=candidate raddr")
+        # A session c= no stream uses (each has its own) must not leak the old address.
+        relayed = [c.replaced for c in media if c.relayed and c.replaced is not None]
+        put_addr(sd.connection, relayed[0].address if relayed else mapped(sd.connection), "c=")
+
+    def _relay(self, call_id, m: MediaDescription, conn, change, course, edits, changes, put_addr) -> None:  # type: ignore[no-untyped-def]
+        assert self.media is not None and course.relay is not None
+        # Our own relay leg coming back (a hairpin, or a replayed capture) is undone.
+        target = self.media.represents(change.original.address, change.original.port)
+        if target is None:
+            leg = self.media.anchor(call_id, m.index, course.from_side, change.original, course.relay)
+            target = Endpoint(leg.address, leg.port)
+        put_addr(conn, target.address, "c=")
+        if m.port.value != target.port:
+            edits.replace(m.port.start, m.port.end, str(target.port).encode())
+            changes.append((f"SDP m={m.kind} port", m.port.value, target.port))
+        # The relay's RTCP is always port + 1; with rtcp-mux RTCP also arrives on the RTP
+        # port and is relayed as it comes, so a=rtcp keeps describing the fallback.
+        if m.rtcp_port is not None and m.rtcp_port.value != target.port + 1:
+            edits.replace(m.rtcp_port.start, m.rtcp_port.end, str(target.port + 1).encode())
+            changes.append(("SDP a=rtcp port", m.rtcp_port.value, target.port + 1))
+        put_addr(m.rtcp_address, target.address, "a=rtcp")
+        for cand in m.candidates:
+            put_addr(cand.address, target.address, "a=candidate")
+            port = target.port + (1 if cand.component == 2 and not m.rtcp_mux else 0)
+            if cand.port.value != port:
+                edits.replace(cand.port.start, cand.port.end, str(port).encode())
+            if cand.raddr is not None:
+                put_addr(cand.raddr, target.address, "a=candidate raddr")
+            if cand.rport is not None and cand.rport.value != port:
+                edits.replace(cand.rport.start, cand.rport.end, str(port).encode())
+        change.replaced = target
+        change.relayed = True
+
+
+def _remap_via(data: bytes, via: Via, map_host: HostMap) -> tuple[Edits, list[str]]:
+    """Edits (relative to the Via entry) of its sent-by, received and maddr hosts."""
+    sub = Edits()
+    changes: list[Change] = []
+    hosts = [("sent-by", via.sent_by)]
+    hosts += [(n, p.value) for n in ("received", "maddr") if (p := via.params.get(n)) and p.value]
+    for what, host in hosts:
+        addr = host.address
+        new = map_host(addr) if addr is not None else None
+        if new is None or new == addr:
+            continue
+        # received= is written bare unless the sender bracketed it (RFC 5118 section 4.5).
+        bracket = what != "received" or data[host.start] == 0x5B
+        text = format_host(new) if bracket else format_address(new)
+        sub.replace(host.start - via.start, host.end - via.start, text.encode())
+        changes.append((f"Via {what}", host.text, new))
+    return sub, changes
+
+
+def _maddr(host: Host | None, put_host, what: str) -> None:  # type: ignore[no-untyped-def]
+    if host is not None:
+        put_host(host, what)
+
+
+__all__ = ["MediaChange", "Outcome", "Packet", "Rewriter", "SipParseError"]

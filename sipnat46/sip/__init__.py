@@ -1,0 +1,1 @@
+"""Sans-IO SIP codec: bytes in, byte-preserving edits out."""
