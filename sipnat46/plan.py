@@ -152,6 +152,10 @@ class AddressPlan:
     def is_pbx_side(self, addr: IPAddress) -> bool:
         return addr in self.pbx or addr in self.host_addresses
 
+    def has_family(self, family: int) -> bool:
+        """Whether the PBX side has any address of ``family`` (else it needs translation)."""
+        return any(a.version == family for a in (*self.pbx, *self.host_addresses))
+
     def pbx_address(self, family: int) -> IPAddress | None:
         for a in self.pbx:
             if a.version == family:

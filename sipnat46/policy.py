@@ -151,7 +151,7 @@ class Rewriter:
             return course
 
         family = packet.src.version if packet.src is not None else packet.dst.version
-        if family == 6 and plan.pbx_address(6) is None and plan.pbx_address(4) is not None:
+        if family == 6 and not plan.has_family(6) and plan.pbx_address(4) is not None:
             pbx4 = plan.pbx_address(4)
             assert pbx4 is not None
             peer = packet.src

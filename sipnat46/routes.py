@@ -63,3 +63,28 @@ class RouteCache:
             self._cache.clear()
         self._cache[dst] = (src, now + self.ttl)
         return src
+
+
+def local_addresses() -> frozenset[IPAddress]:
+    """This host's own global addresses (host placement: they name the PBX side)."""
+    try:
+        out = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, timeout=2, check=False)
+        links = json.loads(out.stdout or b"[]")
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return frozenset()
+    found = set()
+    for link in links:
+        for info in link.get("addr_info", []):
+            addr = parse_ip(str(info.get("local", "")))
+            if addr is not None and not (addr.is_loopback or addr.is_link_local):
+                found.add(addr)
+    return frozenset(found)
+
+
+def ipv6_usable() -> bool:
+    """False when the kernel has no IPv6 or it is disabled on every interface."""
+    try:
+        with open("/proc/sys/net/ipv6/conf/all/disable_ipv6") as fh:
+            return fh.read().strip() == "0"
+    except OSError:
+        return False

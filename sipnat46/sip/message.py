@@ -17,6 +17,8 @@ _TOKEN_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-
 
 def _is_token(raw: bytes) -> bool:
     return bool(raw) and not raw.translate(None, _TOKEN_CHARS)
+
+
 MAX_HEADERS = 256
 
 

@@ -1,0 +1,157 @@
+"""The daemon (I/O shell): queue loop, signals, pidfile, readiness, status, cleanup.
+
+Cleanup runs on every exit path we get to run code on (normal stop, SIGTERM/SIGINT/SIGHUP,
+exceptions): rules removed first so nothing new is queued, then every held packet verdicted,
+then the queue unbound. After a SIGKILL the rules stay, but they carry --queue-bypass, so SIP
+passes unmodified until `stop` or `rules remove` clears them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from . import rules
+from .config import Config
+from .dialogs import ViaMemory
+from .inline import Counters, InlineEngine
+from .media import MediaSessions
+from .policy import Rewriter
+from .routes import RouteCache, ipv6_usable, local_addresses
+
+log = logging.getLogger("sipnat46")
+STATUS_EVERY = 1.0
+HOST_ADDR_EVERY = 5.0
+
+
+def run_dir() -> Path:
+    return Path(os.environ.get("SIPNAT46_RUN_DIR", "/run/sipnat46"))
+
+
+def pidfile(cfg: Config) -> Path:
+    return run_dir() / f"{cfg.instance}.pid"
+
+
+def statusfile(cfg: Config) -> Path:
+    return run_dir() / f"{cfg.instance}.json"
+
+
+def logfile(cfg: Config) -> Path:
+    return run_dir() / f"{cfg.instance}.log"
+
+
+def read_pid(cfg: Config) -> int | None:
+    """The pid of a running instance, or None (a stale pidfile counts as not running)."""
+    try:
+        pid = int(pidfile(cfg).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    try:  # a recycled pid is not ours
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return pid if b"sipnat46" in cmdline else None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+class Daemon:
+    def __init__(self, cfg: Config, *, manage_rules: bool = True) -> None:
+        self.cfg = cfg
+        self.manage_rules = manage_rules
+        self.stopping = False
+        self.counters = Counters()
+        self.started = time.time()
+        plan = cfg.address_plan()
+        if cfg.placement == "host":
+            plan.host_addresses = local_addresses()
+        self.plan = plan
+        self.ipv6 = ipv6_usable()
+        media = MediaSessions(*cfg.media_ports) if cfg.relay == "builtin" else None
+        self.rewriter = Rewriter(
+            plan, egress_lookup=RouteCache(), media=media, vias=ViaMemory(), relay_inside=cfg.relay_inside
+        )
+        self.engine = InlineEngine(self.rewriter, cfg.sip_ports, self.counters)
+
+    def _stop(self, signum: int, _frame: object) -> None:
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        self.stopping = True
+
+    def status(self, loop: Any = None) -> dict[str, Any]:
+        st = self.plan.stand_ins
+        return {
+            "instance": self.cfg.instance,
+            "pid": os.getpid(),
+            "running": not self.stopping,
+            "started": self.started,
+            "updated": time.time(),
+            "queue": self.cfg.queue,
+            "placement": self.cfg.placement,
+            "ipv6": self.ipv6,
+            "counters": self.counters.as_dict(),
+            "enobufs": getattr(loop, "enobufs", 0),
+            "stand_ins": {"dynamic": st.dynamic_count, **st.counters.__dict__},
+            "via_memory": len(self.rewriter.vias),
+        }
+
+    def run(self, ready_fd: int | None = None) -> int:
+        from .nfq import QueueLoop  # netfilterqueue only where a queue is really used
+
+        cfg = self.cfg
+        run_dir().mkdir(parents=True, exist_ok=True)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._stop)
+        if not self.ipv6:
+            log.warning(
+                "IPv6 is disabled on this box: IPv6 fixups and translation to IPv6 peers cannot "
+                "happen; IPv4 SIP and its media pass as before"
+            )
+        loop = QueueLoop(self.engine, cfg.queue, max_len=cfg.queue_max_len, rcvbuf=cfg.rcvbuf)
+        try:
+            _write_atomic(pidfile(cfg), f"{os.getpid()}\n")
+            if self.manage_rules:
+                families = rules.apply(cfg)
+                log.info("rules applied for IPv%s", " and IPv".join(map(str, families)))
+            _write_atomic(statusfile(cfg), json.dumps(self.status(loop)))
+            log.info("bound to NFQUEUE %d, %s placement, ready", cfg.queue, cfg.placement)
+            if ready_fd is not None:
+                os.write(ready_fd, b"ready\n")
+                os.close(ready_fd)
+            next_status = next_addrs = time.monotonic()
+            while not self.stopping:
+                loop.poll(0.25)
+                now = time.monotonic()
+                if now >= next_status:
+                    _write_atomic(statusfile(cfg), json.dumps(self.status(loop)))
+                    self.plan.stand_ins.expire(now)
+                    next_status = now + STATUS_EVERY
+                if cfg.placement == "host" and now >= next_addrs:
+                    self.plan.host_addresses = local_addresses() or self.plan.host_addresses
+                    next_addrs = now + HOST_ADDR_EVERY
+        finally:
+            self.stopping = True
+            try:
+                if self.manage_rules:
+                    rules.remove(cfg)
+            finally:
+                loop.close()
+                final = self.status(loop)
+                _write_atomic(statusfile(cfg), json.dumps(final))
+                pidfile(cfg).unlink(missing_ok=True)
+                log.info("stopped: %s", json.dumps(final["counters"]))
+        return 0

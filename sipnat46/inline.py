@@ -1,0 +1,108 @@
+"""What to do with one queued packet: the sans-IO heart of the daemon.
+
+The NFQUEUE loop hands in the raw packet and the netfilter hook; this returns a verdict.
+No sockets here: the shell applies the verdict (accept as is, accept rewritten, or drop and
+emit a translated packet).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from .errors import NoEgressAddress, SipParseError, StandInExhausted
+from .packet import PacketError, build_udp, parse_datagram, replace_payload
+from .plan import Side
+from .policy import Packet, Rewriter
+
+# netfilter hook numbers (linux/netfilter.h)
+HOOK_PRE_ROUTING, HOOK_LOCAL_IN, HOOK_FORWARD, HOOK_LOCAL_OUT, HOOK_POST_ROUTING = range(5)
+
+
+class Action(enum.Enum):
+    ACCEPT = "accept"  # unchanged
+    REWRITE = "rewrite"  # accept with a new payload
+    TRANSLATE = "translate"  # drop; emit ``packet`` instead
+
+
+@dataclass(slots=True)
+class Verdict:
+    action: Action
+    packet: bytes | None = None
+
+
+ACCEPT = Verdict(Action.ACCEPT)
+
+
+@dataclass
+class Counters:
+    seen: int = 0  # SIP-port datagrams handled
+    rewritten: int = 0
+    translated: int = 0
+    unchanged: int = 0
+    unparsed: int = 0  # not SIP we can parse: passed through untouched
+    truncated: int = 0  # bigger than the queue's copy: passed through untouched
+    not_udp: int = 0
+    refused: int = 0  # no stand-in or no egress address: passed through
+    errors: int = 0  # unexpected exceptions (still accepted)
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+class InlineEngine:
+    """Turns queued packets into verdicts using a Rewriter and the placement."""
+
+    def __init__(
+        self, rewriter: Rewriter, sip_ports: tuple[int, ...], counters: Counters | None = None
+    ) -> None:
+        self.rewriter = rewriter
+        self.sip_ports = frozenset(sip_ports)
+        self.counters = counters or Counters()
+
+    def side_of(self, hook: int, src: object) -> Side:
+        plan = self.rewriter.plan
+        if plan.placement == "host":
+            return Side.INSIDE if hook == HOOK_LOCAL_OUT else Side.OUTSIDE
+        return Side.INSIDE if plan.is_pbx_side(src) else Side.OUTSIDE  # type: ignore[arg-type]
+
+    def handle(self, buf: bytes, hook: int, now: float) -> Verdict:
+        c = self.counters
+        try:
+            d = parse_datagram(buf)
+        except PacketError as exc:
+            c.truncated += "truncated" in str(exc)
+            c.unparsed += "truncated" not in str(exc)
+            return ACCEPT
+        if d.proto != 17:
+            c.not_udp += 1
+            return ACCEPT
+        c.seen += 1
+        payload = buf[d.payload_offset : d.end]
+        if not payload.strip(b"\r\n"):
+            c.unchanged += 1  # keep-alive CRLF (RFC 5626)
+            return ACCEPT
+        side = self.side_of(hook, d.src)
+        try:
+            out = self.rewriter.rewrite(payload, Packet(side, d.dst, d.src), now)
+        except SipParseError as exc:
+            c.unparsed += 1
+            reason = exc.what
+            c.by_reason[reason] = c.by_reason.get(reason, 0) + 1
+            return ACCEPT
+        except (StandInExhausted, NoEgressAddress):
+            c.refused += 1
+            return ACCEPT
+        if out.translated:
+            src = out.src
+            if src is None:
+                c.refused += 1
+                return ACCEPT
+            c.translated += 1
+            return Verdict(Action.TRANSLATE, build_udp(src, out.dst, d.sport, d.dport, out.data))
+        if not out.changed:
+            c.unchanged += 1
+            return ACCEPT
+        c.rewritten += 1
+        return Verdict(Action.REWRITE, replace_payload(buf, d, out.data))

@@ -1,0 +1,169 @@
+"""Render, apply and remove sipnat46's packet-filter rules (I/O shell).
+
+Rules live in a chain of our own per instance, jumped to from the netfilter hooks of the
+placement; every jump carries a comment tag, so apply/remove touch nothing else. Each
+family is changed in one iptables-restore transaction (atomic), and both operations are
+idempotent.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from string import Template
+
+from .config import Config
+from .errors import RulesError
+
+EMIT_MARK = 0x4600  # packets sipnat46 sends itself; never queued again
+HOOKS = {"gateway": ("FORWARD",), "host": ("OUTPUT", "INPUT")}
+TOOLS = {4: ("iptables-save", "iptables-restore"), 6: ("ip6tables-save", "ip6tables-restore")}
+
+
+def _template(name: str) -> Template:
+    """A template from the installed package data, else from the source tree's rules/."""
+    try:
+        text = resources.files("sipnat46.templates").joinpath(name).read_text()
+    except (ModuleNotFoundError, FileNotFoundError):
+        text = (Path(__file__).resolve().parent.parent / "rules" / name).read_text()
+    return Template(text)
+
+
+def chain_name(cfg: Config) -> str:
+    return f"S46-{cfg.instance}"[:28]
+
+
+def tag(cfg: Config) -> str:
+    return f"sipnat46:{cfg.instance}"
+
+
+def hooks(cfg: Config) -> tuple[str, ...]:
+    return HOOKS[cfg.placement]
+
+
+def render_chain(cfg: Config, family: int) -> str:
+    return _template("chain.iptables.tmpl").substitute(
+        instance=cfg.instance,
+        placement=cfg.placement,
+        family=family,
+        ports=",".join(str(p) for p in cfg.sip_ports),
+        queue=cfg.queue,
+        chain=chain_name(cfg),
+        tag=tag(cfg),
+        mark=hex(EMIT_MARK),
+    )
+
+
+def jump_rule(cfg: Config, hook: str) -> str:
+    return f'-I {hook} 1 -m comment --comment "{tag(cfg)}" -j {chain_name(cfg)}'
+
+
+def render(cfg: Config) -> str:
+    """The exact rules, both families, as `rules apply` would install them."""
+    out = []
+    for family in (4, 6):
+        body = render_chain(cfg, family).rstrip("\n").split("\n")
+        commit = body.pop()  # COMMIT
+        body += [jump_rule(cfg, h) for h in hooks(cfg)]
+        out.append(f"### {TOOLS[family][1]} --noflush\n" + "\n".join([*body, commit]) + "\n")
+    return "\n".join(out)
+
+
+def render_nft(cfg: Config) -> str:
+    prio = {"FORWARD": "forward", "OUTPUT": "output", "INPUT": "input"}
+    hook_chains = "\n".join(
+        f"    chain {h.lower()} {{\n        type filter hook {prio[h]} priority 0; policy accept;\n"
+        f"        jump sip\n    }}"
+        for h in hooks(cfg)
+    )
+    return _template("sipnat46.nft.tmpl").substitute(
+        instance=cfg.instance,
+        placement=cfg.placement,
+        ports_nft=", ".join(str(p) for p in cfg.sip_ports),
+        queue=cfg.queue,
+        chain=chain_name(cfg).replace("-", "_"),
+        mark=hex(EMIT_MARK),
+        hooks=hook_chains,
+    )
+
+
+@dataclass
+class FamilyState:
+    family: int
+    available: bool
+    chain: bool = False
+    jumps: tuple[str, ...] = ()  # iptables-save lines (-A HOOK ...) of our jumps
+
+
+def _run(cmd: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RulesError(f"{cmd[0]}: {exc}") from None
+
+
+def state(cfg: Config, family: int) -> FamilyState:
+    save, _ = TOOLS[family]
+    if shutil.which(save) is None:
+        return FamilyState(family, False)
+    res = _run([save, "-t", "filter"])
+    if res.returncode != 0:
+        return FamilyState(family, False)  # e.g. a kernel without IPv6
+    chain = chain_name(cfg)
+    lines = res.stdout.splitlines()
+    has_chain = any(line.startswith(f":{chain} ") for line in lines)
+    jumps = tuple(
+        line
+        for line in lines
+        if line.startswith("-A ") and f"-j {chain}" in line.split("--comment", 1)[-1] and tag(cfg) in line
+    )
+    return FamilyState(family, True, has_chain, jumps)
+
+
+def _restore(family: int, script: str) -> None:
+    _, restore = TOOLS[family]
+    res = _run([restore, "--noflush"], script)
+    if res.returncode != 0:
+        msg = (res.stderr or res.stdout).strip().splitlines()
+        raise RulesError(f"{restore}: {msg[-1] if msg else 'failed'}")
+
+
+def apply(cfg: Config) -> list[int]:
+    """Install (or refresh) the rules; returns the families done. Atomic per family."""
+    done = []
+    for family in (4, 6):
+        st = state(cfg, family)
+        if not st.available:
+            continue
+        lines = render_chain(cfg, family).rstrip("\n").split("\n")
+        commit = lines.pop()
+        present = {j.split()[1] for j in st.jumps}
+        lines += [jump_rule(cfg, h) for h in hooks(cfg) if h not in present]
+        _restore(family, "\n".join([*lines, commit]) + "\n")
+        done.append(family)
+    if 4 not in done:
+        raise RulesError("iptables is not usable: cannot install the IPv4 rules")
+    return done
+
+
+def remove(cfg: Config) -> list[int]:
+    """Remove our jumps and chain; nothing else is touched. Atomic per family, idempotent."""
+    done = []
+    for family in (4, 6):
+        st = state(cfg, family)
+        if not st.available or not (st.chain or st.jumps):
+            continue
+        lines = ["*filter"]
+        lines += ["-D" + j[2:] for j in st.jumps]
+        if st.chain:
+            lines += [f"-F {chain_name(cfg)}", f"-X {chain_name(cfg)}"]
+        _restore(family, "\n".join([*lines, "COMMIT"]) + "\n")
+        done.append(family)
+    return done
+
+
+def present(cfg: Config) -> dict[int, bool]:
+    return {f: (s.chain and bool(s.jumps)) for f in (4, 6) if (s := state(cfg, f)).available}
