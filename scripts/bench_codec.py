@@ -41,7 +41,9 @@ def main() -> None:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
     plan = AddressPlan(
         pbx=(ip("192.0.2.10"),),
-        stand_ins=StandIns(ipaddress.ip_network("100.64.46.0/24"), {ip("2001:db8:1::20"): ip("100.64.46.20")}),
+        stand_ins=StandIns(
+            ipaddress.ip_network("100.64.46.0/24"), {ip("2001:db8:1::20"): ip("100.64.46.20")}
+        ),
         egress={6: ip("2001:db8:1::1")},
     )
     fixup = Rewriter(plan)

@@ -75,6 +75,7 @@ class Daemon:
         self.cfg = cfg
         self.manage_rules = manage_rules
         self.stopping = False
+        self.reset_requested = False
         self.counters = Counters()
         self.started = time.time()
         plan = cfg.address_plan()
@@ -92,6 +93,10 @@ class Daemon:
         log.info("signal %s: stopping", signal.Signals(signum).name)
         self.stopping = True
 
+    def _reset_figures(self, _signum: int, _frame: object) -> None:
+        """SIGUSR1: start the latency figures afresh (benchmarks measure one step at a time)."""
+        self.reset_requested = True
+
     def status(self, loop: Any = None) -> dict[str, Any]:
         st = self.plan.stand_ins
         return {
@@ -105,6 +110,7 @@ class Daemon:
             "ipv6": self.ipv6,
             "counters": self.counters.as_dict(),
             "enobufs": getattr(loop, "enobufs", 0),
+            "latency": loop.latency.summary() if loop is not None else None,
             "stand_ins": {"dynamic": st.dynamic_count, **st.counters.__dict__},
             "via_memory": len(self.rewriter.vias),
         }
@@ -116,6 +122,7 @@ class Daemon:
         run_dir().mkdir(parents=True, exist_ok=True)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._stop)
+        signal.signal(signal.SIGUSR1, self._reset_figures)
         if not self.ipv6:
             log.warning(
                 "IPv6 is disabled on this box: IPv6 fixups and translation to IPv6 peers cannot "
@@ -135,6 +142,9 @@ class Daemon:
             next_status = next_addrs = time.monotonic()
             while not self.stopping:
                 loop.poll(0.25)
+                if self.reset_requested:
+                    loop.latency.reset()
+                    self.reset_requested = False
                 now = time.monotonic()
                 if now >= next_status:
                     _write_atomic(statusfile(cfg), json.dumps(self.status(loop)))

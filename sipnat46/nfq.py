@@ -21,6 +21,7 @@ from .packet import parse_datagram
 
 log = logging.getLogger("sipnat46.nfq")
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+SO_TIMESTAMP = getattr(socket, "SO_TIMESTAMP", 29)
 COPY_RANGE = 65535
 
 
@@ -48,9 +49,15 @@ class QueueLoop:
         except OSError:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.enobufs = 0
+        self.latency = LatencyHistogram()
+        # Any socket asking for receive timestamps makes the kernel stamp every packet,
+        # which is what get_timestamp() reads (for the added-latency figures).
+        self._stamper = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._stamper.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMP, 1)
 
     def _on_packet(self, pkt) -> None:  # type: ignore[no-untyped-def]
         try:
+            stamp = pkt.get_timestamp()
             verdict = self.engine.handle(pkt.get_payload(), pkt.hook, self.clock())
             if verdict.action is Action.REWRITE:
                 pkt.set_payload(verdict.packet)
@@ -61,6 +68,8 @@ class QueueLoop:
                 pkt.drop()
             else:
                 pkt.accept()
+            if stamp > 0:  # time in queue + handling: what sipnat46 adds to this packet
+                self.latency.add(time.time() - stamp)
         except Exception:
             self.engine.counters.errors += 1
             log.exception("handling a queued packet failed; accepted unmodified")
@@ -88,7 +97,43 @@ class QueueLoop:
         self.drain()  # verdict whatever is still held before unbinding
         self.nfq.unbind()
         self.sock.close()
+        self._stamper.close()
         self.emitter.close()
+
+
+class LatencyHistogram:
+    """Added latency per packet in 5 microsecond buckets up to 50 ms (then one overflow bucket)."""
+
+    STEP = 5e-6
+    BUCKETS = 10000
+
+    def __init__(self) -> None:
+        self.counts = [0] * (self.BUCKETS + 1)
+        self.total = 0
+
+    def add(self, seconds: float) -> None:
+        i = int(seconds / self.STEP) if seconds > 0 else 0
+        self.counts[min(i, self.BUCKETS)] += 1
+        self.total += 1
+
+    def quantile(self, q: float) -> float | None:
+        if not self.total:
+            return None
+        want = q * self.total
+        seen = 0
+        for i, n in enumerate(self.counts):
+            seen += n
+            if seen >= want:
+                return (i + 1) * self.STEP
+        return None
+
+    def summary(self) -> dict[str, float | int | None]:
+        us = lambda v: None if v is None else round(v * 1e6, 1)  # noqa: E731
+        return {"packets": self.total, "p50_us": us(self.quantile(0.5)), "p99_us": us(self.quantile(0.99))}
+
+    def reset(self) -> None:
+        self.counts = [0] * (self.BUCKETS + 1)
+        self.total = 0
 
 
 def queue_figures(queue_num: int) -> dict[str, int] | None:
