@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import signal
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from .dialogs import ViaMemory
 from .inline import Counters, InlineEngine
 from .media import MediaSessions
 from .policy import Rewriter
+from .relay import RelayProcess
 from .routes import RouteCache, ipv6_usable, local_addresses
 
 log = logging.getLogger("sipnat46")
@@ -87,6 +89,7 @@ class Daemon:
         self.rewriter = Rewriter(
             plan, egress_lookup=RouteCache(), media=media, vias=ViaMemory(), relay_inside=cfg.relay_inside
         )
+        self.relay: RelayProcess | None = None
         self.engine = InlineEngine(self.rewriter, cfg.sip_ports, self.counters)
 
     def _stop(self, signum: int, _frame: object) -> None:
@@ -113,6 +116,10 @@ class Daemon:
             "latency": loop.latency.summary() if loop is not None else None,
             "stand_ins": {"dynamic": st.dynamic_count, **st.counters.__dict__},
             "via_memory": len(self.rewriter.vias),
+            "relay": {
+                "legs": self.rewriter.media.active_legs if self.rewriter.media else 0,
+                **(self.relay._last_stats if self.relay is not None else {}),
+            },
         }
 
     def run(self, ready_fd: int | None = None) -> int:
@@ -128,7 +135,14 @@ class Daemon:
                 "IPv6 is disabled on this box: IPv6 fixups and translation to IPv6 peers cannot "
                 "happen; IPv4 SIP and its media pass as before"
             )
-        loop = QueueLoop(self.engine, cfg.queue, max_len=cfg.queue_max_len, rcvbuf=cfg.rcvbuf)
+        if cfg.relay == "builtin":
+            self.relay = self.engine.relay = RelayProcess(cfg.media_timeout)
+        try:
+            loop = QueueLoop(self.engine, cfg.queue, max_len=cfg.queue_max_len, rcvbuf=cfg.rcvbuf)
+        except BaseException:
+            if self.relay is not None:
+                self.relay.stop()
+            raise
         try:
             _write_atomic(pidfile(cfg), f"{os.getpid()}\n")
             if self.manage_rules:
@@ -140,15 +154,24 @@ class Daemon:
                 os.write(ready_fd, b"ready\n")
                 os.close(ready_fd)
             next_status = next_addrs = time.monotonic()
+            waitables: list[Any] = [loop] + ([self.relay] if self.relay is not None else [])
             while not self.stopping:
-                loop.poll(0.25)
+                ready, _, _ = select.select(waitables, [], [], 0.25)
+                if loop in ready:
+                    loop.drain()
+                if self.relay is not None and self.relay in ready:
+                    for event in self.relay.events():
+                        if event[0] == "expired":
+                            self.engine.media_expired(event[1])
                 if self.reset_requested:
                     loop.latency.reset()
                     self.reset_requested = False
                 now = time.monotonic()
                 if now >= next_status:
                     _write_atomic(statusfile(cfg), json.dumps(self.status(loop)))
-                    self.plan.stand_ins.expire(now)
+                    self.plan.stand_ins.expire(now, self.engine.calls.stand_ins_in_use())
+                    if self.relay is not None:
+                        self.relay.stats()
                     next_status = now + STATUS_EVERY
                 if cfg.placement == "host" and now >= next_addrs:
                     self.plan.host_addresses = local_addresses() or self.plan.host_addresses
@@ -160,6 +183,8 @@ class Daemon:
                     rules.remove(cfg)
             finally:
                 loop.close()
+                if self.relay is not None:
+                    self.relay.stop()
                 final = self.status(loop)
                 _write_atomic(statusfile(cfg), json.dumps(final))
                 pidfile(cfg).unlink(missing_ok=True)

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from .plan import Side
+from .sip.headers import CALL_ID, CSEQ
+from .sip.message import SipMessage
+from .sip.uri import IPAddress
 
 # A response can come long after its request (an INVITE rings for minutes).
 VIA_TTL = 600.0
@@ -40,3 +43,44 @@ class ViaMemory:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class CallTracker:
+    """Which calls ended, so their relay legs and stand-ins can go (sans-IO).
+
+    Ends a call on BYE or CANCEL, and on a final error to an INVITE of a call that was
+    never answered (a failed re-INVITE keeps the call). Bounded: calls that just stop
+    talking are cleaned up by the media timeout.
+    """
+
+    CAPACITY = 200000
+
+    def __init__(self) -> None:
+        self.answered: OrderedDict[str, IPAddress | None] = OrderedDict()
+
+    def observe(self, msg: SipMessage, stand_in: IPAddress | None = None) -> bool:
+        """Record one message; True when it ends its call."""
+        call_id = msg.header_text(CALL_ID)
+        if call_id is None:
+            return False
+        if msg.is_request:
+            if msg.method in ("BYE", "CANCEL"):
+                self.answered.pop(call_id, None)
+                return True
+            return False
+        cseq = (msg.header_text(CSEQ) or "").split()
+        if len(cseq) < 2 or cseq[1].upper() != "INVITE" or msg.status is None:
+            return False
+        if 200 <= msg.status < 300:
+            self.answered[call_id] = stand_in
+            self.answered.move_to_end(call_id)
+            while len(self.answered) > self.CAPACITY:
+                self.answered.popitem(last=False)
+            return False
+        return msg.status >= 300 and call_id not in self.answered
+
+    def forget(self, call_id: str) -> None:
+        self.answered.pop(call_id, None)
+
+    def stand_ins_in_use(self) -> frozenset[IPAddress]:
+        return frozenset(v for v in self.answered.values() if v is not None)

@@ -10,10 +10,15 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from .dialogs import CallTracker
 from .errors import NoEgressAddress, SipParseError, StandInExhausted
-from .packet import PacketError, build_udp, parse_datagram, replace_payload
+from .media import MediaSessions
+from .packet import PacketError, parse_datagram, replace_payload
 from .plan import Side
-from .policy import Packet, Rewriter
+from .policy import Outcome, Packet, Rewriter
+from .relay import MediaRelay
+from .sip.headers import CALL_ID
+from .sip.uri import IPAddress
 
 # netfilter hook numbers (linux/netfilter.h)
 HOOK_PRE_ROUTING, HOOK_LOCAL_IN, HOOK_FORWARD, HOOK_LOCAL_OUT, HOOK_POST_ROUTING = range(5)
@@ -26,9 +31,21 @@ class Action(enum.Enum):
 
 
 @dataclass(slots=True)
+class Translated:
+    """A message to send in place of the dropped packet (the kernel builds the IP header)."""
+
+    payload: bytes
+    src: IPAddress
+    sport: int
+    dst: IPAddress
+    dport: int
+
+
+@dataclass(slots=True)
 class Verdict:
     action: Action
-    packet: bytes | None = None
+    packet: bytes | None = None  # REWRITE: the whole new packet
+    translated: Translated | None = None  # TRANSLATE
 
 
 ACCEPT = Verdict(Action.ACCEPT)
@@ -55,11 +72,40 @@ class InlineEngine:
     """Turns queued packets into verdicts using a Rewriter and the placement."""
 
     def __init__(
-        self, rewriter: Rewriter, sip_ports: tuple[int, ...], counters: Counters | None = None
+        self,
+        rewriter: Rewriter,
+        sip_ports: tuple[int, ...],
+        counters: Counters | None = None,
+        relay: MediaRelay | None = None,
     ) -> None:
         self.rewriter = rewriter
         self.sip_ports = frozenset(sip_ports)
         self.counters = counters or Counters()
+        self.relay = relay
+        self.calls = CallTracker()
+
+    def _media(self, out: Outcome) -> None:
+        """Tell the relay about legs this message set up, and free what its call ended."""
+        msg = out.message
+        media: MediaSessions | None = self.rewriter.media
+        if msg is None or media is None:
+            return
+        call_id = msg.header_text(CALL_ID) or ""
+        peer = out.src if out.translated and out.src is not None and out.src.version == 4 else None
+        if self.calls.observe(msg, peer):
+            media.release(call_id)
+            if self.relay is not None:
+                self.relay.close(call_id)
+            return
+        if self.relay is not None and any(c.relayed for c in out.media):
+            for stream in media.streams(call_id):
+                self.relay.update(stream)
+
+    def media_expired(self, call_id: str) -> None:
+        """The relay saw no media for the timeout: free the call's ports."""
+        if self.rewriter.media is not None:
+            self.rewriter.media.release(call_id)
+        self.calls.forget(call_id)
 
     def side_of(self, hook: int, src: object) -> Side:
         plan = self.rewriter.plan
@@ -94,13 +140,14 @@ class InlineEngine:
         except (StandInExhausted, NoEgressAddress):
             c.refused += 1
             return ACCEPT
+        self._media(out)
         if out.translated:
             src = out.src
             if src is None:
                 c.refused += 1
                 return ACCEPT
             c.translated += 1
-            return Verdict(Action.TRANSLATE, build_udp(src, out.dst, d.sport, d.dport, out.data))
+            return Verdict(Action.TRANSLATE, translated=Translated(out.data, src, d.sport, out.dst, d.dport))
         if not out.changed:
             c.unchanged += 1
             return ACCEPT

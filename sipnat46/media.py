@@ -25,7 +25,11 @@ class RelayLeg:
     faces: Side
     address: IPAddress
     port: int
-    far_end: Endpoint | None = None  # where that side said it receives (from its SDP)
+    far_end: Endpoint | None = None  # where that side said it receives RTP (latest SDP)
+    far_rtcp: Endpoint | None = None  # where it receives RTCP (a=rtcp, else RTP port + 1)
+    # Every address that side's SDP named for this stream (forks, re-INVITEs): the only
+    # sources the relay accepts on this leg (strict, as rtpengine's strict-source mode).
+    allowed: set[IPAddress] = field(default_factory=set)
 
     @property
     def rtcp_port(self) -> int:
@@ -60,6 +64,7 @@ class MediaSessions:
         sender: Side,
         far_end: Endpoint,
         relay_addresses: dict[Side, IPAddress],
+        far_rtcp: Endpoint | None = None,
     ) -> RelayLeg:
         """Record where ``sender`` receives this stream; return the leg the other side sends to.
 
@@ -78,7 +83,11 @@ class MediaSessions:
                 self._by_port[port] = (stream, side)
         for side, leg in stream.legs.items():
             leg.address = relay_addresses.get(side, leg.address)
-        stream.legs[sender].far_end = far_end
+        own = stream.legs[sender]
+        own.far_end = far_end
+        own.far_rtcp = far_rtcp or Endpoint(far_end.address, far_end.port + 1)
+        own.allowed.add(far_end.address)
+        own.allowed.add(own.far_rtcp.address)
         return stream.legs[sender.other]
 
     def leg_at(self, port: int) -> RelayLeg | None:
@@ -97,6 +106,9 @@ class MediaSessions:
 
     def streams(self, call_id: str) -> list[RelayStream]:
         return [s for (c, _), s in self._streams.items() if c == call_id]
+
+    def call_ids(self) -> set[str]:
+        return {c for c, _ in self._streams}
 
     def release(self, call_id: str) -> int:
         """Free every leg of a call; returns how many ports pairs went back to the range."""

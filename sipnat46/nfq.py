@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import select
 import socket
 import time
 from collections.abc import Callable
@@ -17,7 +16,6 @@ from netfilterqueue import COPY_PACKET, NetfilterQueue
 
 from .emit import Emitter
 from .inline import Action, InlineEngine
-from .packet import parse_datagram
 
 log = logging.getLogger("sipnat46.nfq")
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
@@ -63,9 +61,10 @@ class QueueLoop:
                 pkt.set_payload(verdict.packet)
                 pkt.accept()
             elif verdict.action is Action.TRANSLATE:
-                assert verdict.packet is not None
-                self.emitter.send(verdict.packet, parse_datagram(verdict.packet).dst)
-                pkt.drop()
+                t = verdict.translated
+                assert t is not None
+                pkt.drop()  # the original goes; its translation is sent in its place
+                self.emitter.send(t.payload, t.src, t.sport, t.dst, t.dport)
             else:
                 pkt.accept()
             if stamp > 0:  # time in queue + handling: what sipnat46 adds to this packet
@@ -78,11 +77,8 @@ class QueueLoop:
             except Exception:  # already verdicted: nothing left to do
                 pass
 
-    def poll(self, timeout: float) -> None:
-        """Wait up to ``timeout`` for packets and verdict every one that is pending."""
-        ready, _, _ = select.select([self.sock], [], [], timeout)
-        if ready:
-            self.drain()
+    def fileno(self) -> int:
+        return self.sock.fileno()
 
     def drain(self) -> None:
         try:

@@ -349,7 +349,9 @@ class Rewriter:
         # Our own relay leg coming back (a hairpin, or a replayed capture) is undone.
         target = self.media.represents(change.original.address, change.original.port)
         if target is None:
-            leg = self.media.anchor(call_id, m.index, course.from_side, change.original, course.relay)
+            leg = self.media.anchor(
+                call_id, m.index, course.from_side, change.original, course.relay, change.rtcp
+            )
             target = Endpoint(leg.address, leg.port)
         put_addr(conn, target.address, "c=")
         if m.port.value != target.port:

@@ -16,10 +16,12 @@ from pathlib import Path
 from string import Template
 
 from .config import Config
+from .emit import EMIT_MARK  # packets sipnat46 sends itself; never queued again
 from .errors import RulesError
 
-EMIT_MARK = 0x4600  # packets sipnat46 sends itself; never queued again
-HOOKS = {"gateway": ("FORWARD",), "host": ("OUTPUT", "INPUT")}
+# gateway: FORWARD for fixups; INPUT for what is addressed to the box itself (the peers'
+# messages to its IPv6 SIP address, the PBX's messages to stand-ins made local below).
+HOOKS = {"gateway": ("FORWARD", "INPUT"), "host": ("OUTPUT", "INPUT")}
 TOOLS = {4: ("iptables-save", "iptables-restore"), 6: ("ip6tables-save", "ip6tables-restore")}
 
 
@@ -61,9 +63,30 @@ def jump_rule(cfg: Config, hook: str) -> str:
     return f'-I {hook} 1 -m comment --comment "{tag(cfg)}" -j {chain_name(cfg)}'
 
 
+def stand_in_routes(cfg: Config) -> list[str]:
+    """Prefixes made local on a gateway so the PBX's packets to stand-ins reach INPUT (and
+    the queue) instead of being dropped for want of a route."""
+    if cfg.placement != "gateway":
+        return []
+    nets = [str(cfg.pool)] if cfg.pool is not None else []
+    nets += [
+        f"{p.stand_in}/32"
+        for p in cfg.peers
+        if p.stand_in is not None and (cfg.pool is None or p.stand_in not in cfg.pool)
+    ]
+    return nets
+
+
+def _routes(verb: str, cfg: Config) -> None:
+    for net in stand_in_routes(cfg):
+        res = _run(["ip", "route", verb, "local", net, "dev", "lo", "table", "local"])
+        if res.returncode != 0 and verb != "del":
+            raise RulesError(f"ip route {verb} local {net}: {res.stderr.strip()}")
+
+
 def render(cfg: Config) -> str:
     """The exact rules, both families, as `rules apply` would install them."""
-    out = []
+    out = [f"### ip route replace local {net} dev lo table local\n" for net in stand_in_routes(cfg)]
     for family in (4, 6):
         body = render_chain(cfg, family).rstrip("\n").split("\n")
         commit = body.pop()  # COMMIT
@@ -146,11 +169,13 @@ def apply(cfg: Config) -> list[int]:
         done.append(family)
     if 4 not in done:
         raise RulesError("iptables is not usable: cannot install the IPv4 rules")
+    _routes("replace", cfg)
     return done
 
 
 def remove(cfg: Config) -> list[int]:
     """Remove our jumps and chain; nothing else is touched. Atomic per family, idempotent."""
+    _routes("del", cfg)
     done = []
     for family in (4, 6):
         st = state(cfg, family)

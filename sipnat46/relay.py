@@ -1,0 +1,259 @@
+"""The built-in RTP/RTCP relay (I/O shell), in a process of its own so media and SIP each
+get a core. The SIP side drives it through ``MediaRelay`` (the interface an rtpengine
+backend can implement too): ``update`` a stream's legs, ``close`` a call, read ``events``.
+
+Each stream has a leg facing each side: an RTP socket on an even port and an RTCP socket on
+the next one. A packet is accepted on a leg only from an address that side's SDP named
+(strict source, as rtpengine's strict modes), the source port is latched, and the packet is
+sent from the other leg to where the other side really sends from (latched), else to what
+its SDP says. Nothing else is ever forwarded: no outside host reaches the PBX, or any third
+address, through a relay port.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+import selectors
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .media import RelayStream
+from .plan import Side
+
+log = logging.getLogger("sipnat46.relay")
+BURST = 64  # datagrams read per socket per wake-up
+
+
+class MediaRelay(Protocol):
+    def update(self, stream: RelayStream) -> None: ...
+    def close(self, call_id: str) -> None: ...
+    def events(self) -> list[tuple[str, str]]: ...
+
+
+def _snapshot(stream: RelayStream) -> tuple:  # type: ignore[type-arg]
+    legs = []
+    for side in (Side.INSIDE, Side.OUTSIDE):
+        leg = stream.legs[side]
+        legs.append(
+            (
+                side.value,
+                str(leg.address),
+                leg.port,
+                (str(leg.far_end.address), leg.far_end.port) if leg.far_end else None,
+                (str(leg.far_rtcp.address), leg.far_rtcp.port) if leg.far_rtcp else None,
+                tuple(str(a) for a in leg.allowed),
+            )
+        )
+    return (stream.call_id, stream.index, tuple(legs))
+
+
+class RelayProcess:
+    """Parent-side handle of the relay process."""
+
+    def __init__(self, timeout: float) -> None:
+        self.conn, child = multiprocessing.Pipe()
+        ctx = multiprocessing.get_context("fork")
+        self.proc = ctx.Process(target=_main, args=(child, timeout), name="sipnat46-relay", daemon=True)
+        self.proc.start()
+        child.close()
+
+    def fileno(self) -> int:
+        return self.conn.fileno()
+
+    def update(self, stream: RelayStream) -> None:
+        self.conn.send(("update", _snapshot(stream)))
+
+    def close(self, call_id: str) -> None:
+        self.conn.send(("close", call_id))
+
+    def stats(self) -> dict[str, int]:
+        self.conn.send(("stats",))
+        return self._last_stats
+
+    _last_stats: dict[str, int] = {}  # noqa: RUF012 - replaced per instance on first answer
+
+    def events(self) -> list[tuple[str, str]]:
+        """Messages from the relay: ("expired", call_id) and ("stats", dict)."""
+        out = []
+        while self.conn.poll():
+            try:
+                item = self.conn.recv()
+            except EOFError:
+                break
+            if item[0] == "stats":
+                self._last_stats = item[1]
+            else:
+                out.append(item)
+        return out
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(("stop",))
+        except (BrokenPipeError, OSError):
+            pass
+        self.proc.join(3)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+        self.conn.close()
+
+
+# -- the relay process --------------------------------------------------------------------
+
+
+@dataclass
+class _Leg:
+    side: str
+    rtp: socket.socket
+    rtcp: socket.socket
+    far: tuple[str, int] | None
+    far_rtcp: tuple[str, int] | None
+    allowed: set[str]
+    latched: list[tuple[str, int] | None] = field(default_factory=lambda: [None, None])
+
+
+@dataclass
+class _Stream:
+    call_id: str
+    legs: dict[str, _Leg]
+    last: float
+
+
+def _bind(address: str, port: int) -> socket.socket:
+    s = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setblocking(False)
+    s.bind((address, port))
+    return s
+
+
+class _Relay:
+    def __init__(self, conn: multiprocessing.connection.Connection, timeout: float) -> None:
+        self.conn = conn
+        self.timeout = timeout
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(conn, selectors.EVENT_READ, None)
+        self.streams: dict[tuple[str, int], _Stream] = {}
+        self.stats = {"forwarded": 0, "rejected": 0, "no_target": 0, "streams": 0, "sockets": 0}
+        self.buf = bytearray(65536)
+        self.running = True
+
+    def update(self, snap: tuple) -> None:  # type: ignore[type-arg]
+        call_id, index, legs = snap
+        key = (call_id, index)
+        stream = self.streams.get(key)
+        if stream is None:
+            built: dict[str, _Leg] = {}
+            try:
+                for side, addr, port, far, far_rtcp, allowed in legs:
+                    built[side] = _Leg(
+                        side, _bind(addr, port), _bind(addr, port + 1), far, far_rtcp, set(allowed)
+                    )
+            except OSError as exc:
+                log.warning("relay: cannot bind %s: %s", legs, exc)
+                for leg in built.values():
+                    leg.rtp.close()
+                    leg.rtcp.close()
+                return
+            stream = self.streams[key] = _Stream(call_id, built, time.monotonic())
+            for leg in built.values():
+                self.sel.register(leg.rtp, selectors.EVENT_READ, (stream, leg, 0))
+                self.sel.register(leg.rtcp, selectors.EVENT_READ, (stream, leg, 1))
+            self.stats["sockets"] += 4
+            return
+        for side, _addr, _port, far, far_rtcp, allowed in legs:
+            leg = stream.legs[side]
+            if far != leg.far:
+                leg.latched = [None, None]  # a new address or port was negotiated: follow it
+            leg.far, leg.far_rtcp, leg.allowed = far, far_rtcp, set(allowed)
+
+    def close_call(self, call_id: str) -> list[str]:
+        gone = [k for k in self.streams if k[0] == call_id]
+        for key in gone:
+            for leg in self.streams.pop(key).legs.values():
+                for s in (leg.rtp, leg.rtcp):
+                    self.sel.unregister(s)
+                    s.close()
+                self.stats["sockets"] -= 2
+        return gone  # type: ignore[return-value]
+
+    def forward(self, stream: _Stream, leg: _Leg, kind: int) -> None:
+        sock = leg.rtcp if kind else leg.rtp
+        other = stream.legs["outside" if leg.side == "inside" else "inside"]
+        out = other.rtcp if kind else other.rtp
+        buf = self.buf
+        for _ in range(BURST):
+            try:
+                n, src = sock.recvfrom_into(buf)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # ICMP errors surface here; the next datagram may be fine
+                continue
+            ip = src[0]
+            if ip not in leg.allowed:
+                self.stats["rejected"] += 1
+                continue
+            leg.latched[kind] = (ip, src[1])
+            target = other.latched[kind] or (other.far_rtcp if kind else other.far)
+            if target is None:
+                self.stats["no_target"] += 1
+                continue
+            try:
+                out.sendto(memoryview(buf)[:n], target)
+                self.stats["forwarded"] += 1
+            except OSError:
+                self.stats["no_target"] += 1
+            stream.last = time.monotonic()
+
+    def sweep(self) -> None:
+        now = time.monotonic()
+        for key, stream in list(self.streams.items()):
+            if now - stream.last > self.timeout and key in self.streams:
+                self.close_call(stream.call_id)
+                self.conn.send(("expired", stream.call_id))
+
+    def run(self) -> None:
+        next_sweep = time.monotonic() + 1
+        while self.running:
+            for key, _ in self.sel.select(0.5):
+                if key.data is None:
+                    self.control()
+                else:
+                    self.forward(*key.data)
+            now = time.monotonic()
+            if now >= next_sweep:
+                self.sweep()
+                next_sweep = now + 1
+
+    def control(self) -> None:
+        while self.conn.poll():
+            try:
+                msg = self.conn.recv()
+            except EOFError:
+                self.running = False
+                return
+            if msg[0] == "update":
+                self.update(msg[1])
+            elif msg[0] == "close":
+                self.close_call(msg[1])
+            elif msg[0] == "stats":
+                self.stats["streams"] = len(self.streams)
+                self.conn.send(("stats", dict(self.stats)))
+            elif msg[0] == "stop":
+                self.running = False
+
+
+def _main(conn: multiprocessing.connection.Connection, timeout: float) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    relay = _Relay(conn, timeout)
+    try:
+        relay.run()
+    finally:
+        for stream in list(relay.streams.values()):
+            relay.close_call(stream.call_id)
