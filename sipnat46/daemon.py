@@ -89,6 +89,7 @@ class Daemon:
         self.rewriter = Rewriter(
             plan, egress_lookup=RouteCache(), media=media, vias=ViaMemory(), relay_inside=cfg.relay_inside
         )
+        self.rewriter.ipv6_enabled = self.ipv6
         self.relay: RelayProcess | None = None
         self.engine = InlineEngine(self.rewriter, cfg.sip_ports, self.counters)
 

@@ -8,6 +8,7 @@ emit a translated packet).
 from __future__ import annotations
 
 import enum
+import logging
 from dataclasses import dataclass, field
 
 from .dialogs import CallTracker
@@ -19,6 +20,8 @@ from .policy import Outcome, Packet, Rewriter
 from .relay import MediaRelay
 from .sip.headers import CALL_ID
 from .sip.uri import IPAddress
+
+log = logging.getLogger("sipnat46")
 
 # netfilter hook numbers (linux/netfilter.h)
 HOOK_PRE_ROUTING, HOOK_LOCAL_IN, HOOK_FORWARD, HOOK_LOCAL_OUT, HOOK_POST_ROUTING = range(5)
@@ -83,6 +86,7 @@ class InlineEngine:
         self.counters = counters or Counters()
         self.relay = relay
         self.calls = CallTracker()
+        self.refusals: set[str] = set()
 
     def _media(self, out: Outcome) -> None:
         """Tell the relay about legs this message set up, and free what its call ended."""
@@ -137,8 +141,12 @@ class InlineEngine:
             reason = exc.what
             c.by_reason[reason] = c.by_reason.get(reason, 0) + 1
             return ACCEPT
-        except (StandInExhausted, NoEgressAddress):
+        except (StandInExhausted, NoEgressAddress) as exc:
             c.refused += 1
+            reason = str(exc)
+            if reason not in self.refusals:  # say it once, not once a packet
+                self.refusals.add(reason)
+                log.warning("passed unmodified: %s", reason)
             return ACCEPT
         self._media(out)
         if out.translated:

@@ -99,6 +99,7 @@ class Rewriter:
         self.media = media
         self.vias = vias if vias is not None else ViaMemory()
         self.relay_inside = relay_inside
+        self.ipv6_enabled = True  # the shell clears it on a box without IPv6
 
     # -- deciding the course ---------------------------------------------------------
 
@@ -119,6 +120,8 @@ class Rewriter:
             target = plan.stand_ins.ipv6_for(packet.dst, now) if packet.dst.version == 4 else None
             src = packet.src
             if target is not None:
+                if not self.ipv6_enabled:
+                    raise NoEgressAddress(f"cannot translate to {target}: IPv6 is disabled on this box")
                 translated, family, out_dst = True, 6, target
             else:
                 family, out_dst, translated = packet.dst.version, packet.dst, False

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.e2e.lab import Counter, SippRun, sipp
+from tests.e2e.lab import SCENARIOS, Counter, SippRun, sipp
 
 V4 = re.compile(rb"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.])")
 V6 = re.compile(rb"\b[0-9a-f]{1,4}(?::[0-9a-f]{0,4}){2,7}\b", re.I)
@@ -70,9 +70,20 @@ class CallResult:
     rtp_to_uac: int
 
 
-def call(work: Path, caller: Side, callee: Side, *, duration_ms: int = 1500, during=None) -> CallResult:  # type: ignore[no-untyped-def]
+def call(  # type: ignore[no-untyped-def]
+    work: Path,
+    caller: Side,
+    callee: Side,
+    *,
+    duration_ms: int = 1500,
+    during=None,
+    flow: str | None = None,
+    target: str | None = None,
+) -> CallResult:
     """Place one call from ``caller`` (sipp UAC) to ``callee`` (sipp UAS); both stream RTP
-    to the address the other's SDP names; packets are counted by the kernel at each end."""
+    to the address the other's SDP names; packets are counted by the kernel at each end.
+    ``flow`` picks the scenario pair uac_FLOW.xml/uas_FLOW.xml; ``target`` is where the
+    caller sends (a stand-in, or the box), when that is not the callee itself."""
     to_uas = Counter(callee.ns, callee.family, "INPUT", f"--dport {callee.media_port}")
     to_uac = Counter(caller.ns, caller.family, "INPUT", f"--dport {caller.media_port}")
     try:
@@ -85,6 +96,7 @@ def call(work: Path, caller: Side, callee: Side, *, duration_ms: int = 1500, dur
             media_port=callee.media_port,
             keys=callee.keys,
             port=callee.port,
+            scenario=f"uas_{flow}.xml" if flow else None,
         )
         time.sleep(0.4)
         uac = sipp(
@@ -95,9 +107,10 @@ def call(work: Path, caller: Side, callee: Side, *, duration_ms: int = 1500, dur
             media=caller.media,
             media_port=caller.media_port,
             keys=caller.keys,
-            target=callee.target,
+            target=target or callee.target,
             port=caller.port,
             duration_ms=duration_ms,
+            scenario=f"uac_{flow}.xml" if flow and (SCENARIOS / f"uac_{flow}.xml").exists() else None,
         )
         if during is not None:
             during()
