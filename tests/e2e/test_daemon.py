@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 from tests.e2e.calls import call, plain
-from tests.e2e.lab import daemon_pid, instance, lab, ns, ns_popen, sipnat46_bin, status
+from tests.e2e.lab import ROOT, daemon_pid, instance, lab, ns, ns_popen, sipnat46_bin, status
 from tests.e2e.test_fixup import GATEWAY, RTP_MIN
+from tests.e2e.test_translate import CONFIG as TRANSLATE
 
 
 def saved(name: str) -> str:
@@ -103,14 +104,20 @@ def test_box_without_ipv6_keeps_ipv4_calls_and_rtp(work: Path) -> None:
     try:
         for key in ("all", "default", "pbx0", "v4p0", "v6p0", "dsp0", "rpbx0", "rpbx1"):
             ns("gw", "sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1")
-        with instance("gw", GATEWAY, work, "nov6") as cfg:
+        with instance("gw", TRANSLATE, work, "nov6") as cfg:
             res = call(work, plain("pbx", "192.0.2.10", 7000), plain("v4peer", "198.51.100.20", 6000))
+            # a call to an IPv6 peer's stand-in cannot be translated: passed on, and said why
+            invite = (ROOT / "examples" / "invite.sip").read_bytes()
+            ns("pbx", "python3", "-c", "import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+               "s.bind(('192.0.2.10', 5070)); s.sendto(sys.stdin.buffer.read(), ('100.64.46.20', 5060))", input=invite.decode())
             st = status("gw", cfg)
         assert res.uac_rc == 0 and res.uas_rc == 0
         assert res.rtp_to_uas >= RTP_MIN and res.rtp_to_uac >= RTP_MIN
         assert st["daemon"]["ipv6"] is False and st["daemon"]["counters"]["errors"] == 0
+        assert st["daemon"]["counters"]["refused"] >= 1
         log = Path("/run/sipnat46/nov6.log").read_text()
         assert "IPv6 is disabled on this box" in log
+        assert "cannot translate to 2001:db8:1::20: IPv6 is disabled on this box" in log
     finally:
         lab("down")
         lab("up")

@@ -3,7 +3,9 @@ with the built-in relay carrying the media. Real sipp peers; RTP counted by the 
 
 from __future__ import annotations
 
+import csv
 import re
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -12,7 +14,7 @@ from sipnat46.sdp import parse_sdp
 from sipnat46.sip.body import sdp_spans
 from sipnat46.sip.message import SipMessage, parse_message
 from tests.e2e.calls import CallResult, call, plain
-from tests.e2e.lab import ROOT, Counter, first, instance, ns, sipp, status
+from tests.e2e.lab import ROOT, SCENARIOS, Counter, first, instance, ns, ns_popen, sipp, status
 from tests.e2e.test_fixup import RTP_MIN, assert_only, no_literal_of_family
 
 CONFIG = (
@@ -237,3 +239,31 @@ def test_no_open_relay(work: Path) -> None:
         assert rejected >= 40
     finally:
         got_marker.remove()
+
+
+def test_relay_sockets_back_to_zero_after_10000_calls(work: Path) -> None:
+    """10,000 translated calls (offer and answer each open a relay stream; BYE closes it)."""
+    calls, rate = 10000, 250
+    keys = lambda d: [x for k, v in d.items() for x in ("-key", k, v)]  # noqa: E731
+    common = ["-buff_size", "4194304", "-nostdin", "-m", str(calls), "-trace_stat", "-fd", "1"]
+    with instance("gw", CONFIG, work, "many") as cfg:
+        uas = ns_popen(
+            "v6peer", "timeout", "120", "sipp", "-sf", str(SCENARIOS / "uas_load.xml"), "-i", "2001:db8:1::20",
+            "-p", "5060", *common, "-stf", str(work / "uas.csv"), *keys(v6peer().keys), cwd=work,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        time.sleep(0.5)
+        uac = ns(
+            "pbx", "timeout", "120", "sipp", "-sf", str(SCENARIOS / "uac_load.xml"), "-i", "192.0.2.10", "-p", "5060",
+            "-r", str(rate), *common, "-stf", str(work / "uac.csv"), *keys(pbx().keys), "-s", "bob", STAND_IN,
+            check=False, timeout=150, cwd=work,
+        )
+        uas.wait(30)
+        for _ in range(5):  # the relay reports its figures once a second
+            st = status("gw", cfg)["daemon"]
+            if st["relay"].get("sockets") == 0:
+                break
+    last = list(csv.DictReader((work / "uac.csv").open(), delimiter=";"))[-1]
+    assert int(last["SuccessfulCall(C)"]) == calls and int(last["FailedCall(C)"]) == 0, uac.stdout[-500:]
+    assert st["counters"]["translated"] >= 6 * calls and st["counters"]["errors"] == 0
+    assert st["relay"]["legs"] == 0 and st["relay"]["sockets"] == 0, st["relay"]
