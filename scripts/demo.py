@@ -35,7 +35,9 @@ def seen(msg: SipMessage) -> str:
 def report(title: str, res: CallResult, caller: str, callee: str) -> bool:
     good = res.uac_rc == 0 and res.uas_rc == 0
     audio = res.rtp_to_uas >= RTP_SENT * 0.9 and res.rtp_to_uac >= RTP_SENT * 0.9
-    print(f"\n{title}: {'call completed' if good else 'CALL FAILED'}, audio {'both ways' if audio else 'MISSING'}")
+    print(
+        f"\n{title}: {'call completed' if good else 'CALL FAILED'}, audio {'both ways' if audio else 'MISSING'}"
+    )
     try:
         print(f"  {callee:28} got INVITE  {seen(first(res.uas.received(), 'INVITE'))}")
         print(f"  {caller:28} got 200 OK  {seen(first(res.uac.received(), 'SIP/2.0 200'))}")
@@ -61,9 +63,24 @@ def main() -> int:
         if ok:
             pbx, peer = plain("pbx", "192.0.2.10", 7000), plain("v6peer", "2001:db8:1::20", 6000)
             out = call(work, pbx, peer, target="100.64.46.20:5060")
-            ok &= report("outbound: PBX (IPv4) calls 100.64.46.20 -> IPv6 peer", out, "PBX 192.0.2.10", "peer 2001:db8:1::20")
-            inbound = call(work, plain("v6peer", "2001:db8:1::20", 6000), plain("pbx", "192.0.2.10", 7000), target="[2001:db8:1::1]:5060")
-            ok &= report("inbound: IPv6 peer calls [2001:db8:1::1] -> PBX (IPv4)", inbound, "peer 2001:db8:1::20", "PBX 192.0.2.10")
+            ok &= report(
+                "outbound: PBX (IPv4) calls 100.64.46.20 -> IPv6 peer",
+                out,
+                "PBX 192.0.2.10",
+                "peer 2001:db8:1::20",
+            )
+            inbound = call(
+                work,
+                plain("v6peer", "2001:db8:1::20", 6000),
+                plain("pbx", "192.0.2.10", 7000),
+                target="[2001:db8:1::1]:5060",
+            )
+            ok &= report(
+                "inbound: IPv6 peer calls [2001:db8:1::1] -> PBX (IPv4)",
+                inbound,
+                "peer 2001:db8:1::20",
+                "PBX 192.0.2.10",
+            )
             st = ns("gw", sipnat46_bin(), "--config", str(CONFIG), "status", check=False).stdout
             print("\nsipnat46 status:\n  " + "\n  ".join(st.strip().splitlines()))
     finally:

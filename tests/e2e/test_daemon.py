@@ -108,8 +108,14 @@ def test_box_without_ipv6_keeps_ipv4_calls_and_rtp(work: Path) -> None:
             res = call(work, plain("pbx", "192.0.2.10", 7000), plain("v4peer", "198.51.100.20", 6000))
             # a call to an IPv6 peer's stand-in cannot be translated: passed on, and said why
             invite = (ROOT / "examples" / "invite.sip").read_bytes()
-            ns("pbx", "python3", "-c", "import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
-               "s.bind(('192.0.2.10', 5070)); s.sendto(sys.stdin.buffer.read(), ('100.64.46.20', 5060))", input=invite.decode())
+            ns(
+                "pbx",
+                "python3",
+                "-c",
+                "import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+                "s.bind(('192.0.2.10', 5070)); s.sendto(sys.stdin.buffer.read(), ('100.64.46.20', 5060))",
+                input=invite.decode(),
+            )
             st = status("gw", cfg)
         assert res.uac_rc == 0 and res.uas_rc == 0
         assert res.rtp_to_uas >= RTP_MIN and res.rtp_to_uac >= RTP_MIN
