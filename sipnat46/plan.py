@@ -149,8 +149,11 @@ class AddressPlan:
     masquerade: frozenset[int] = frozenset()  # families the box masquerades
     host_addresses: frozenset[IPAddress] = frozenset()  # host placement: this host's own
 
+    def __post_init__(self) -> None:
+        self._pbx_set = frozenset(self.pbx)
+
     def is_pbx_side(self, addr: IPAddress) -> bool:
-        return addr in self.pbx or addr in self.host_addresses
+        return addr in self._pbx_set or addr in self.host_addresses
 
     def has_family(self, family: int) -> bool:
         """Whether the PBX side has any address of ``family`` (else it needs translation)."""

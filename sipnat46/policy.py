@@ -6,6 +6,7 @@ the policy returns the new bytes, where the packet must go, and the media it anc
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,8 +19,12 @@ from .sip.addrs import parse_name_addr, split_values
 from .sip.body import sdp_spans
 from .sip.headers import CALL_ID, URI_LIST_HEADERS, VIA
 from .sip.message import Edits, SipMessage, finish, parse_message
-from .sip.uri import Host, IPAddress, format_address, format_host, parse_uri
+from .sip.uri import Host, IPAddress, format_address, format_host, parse_ip, parse_uri
 from .sip.via import Via, parse_via_values
+
+# Anything that could be an IPv4 or IPv6 literal (a superset: parse_ip decides).
+_ADDRESS_TOKEN = re.compile(rb"(?<![0-9A-Za-z_.:-])[0-9A-Fa-f:.]{3,45}(?![0-9A-Za-z_.:-])")
+_BRANCH = re.compile(rb"branch[ \t]*=[ \t]*([^;, \t\r\n]+)", re.IGNORECASE)
 
 EgressLookup = Callable[[IPAddress], "IPAddress | None"]
 HostMap = Callable[[IPAddress], "IPAddress | None"]
@@ -203,6 +208,9 @@ class Rewriter:
         """Rewrite one message; raises SipParseError (pass it through) or StandInExhausted."""
         msg = parse_message(data)
         course = self._course(packet, now)
+        course.map_host = _memo(course.map_host)
+        if not course.translated and self._nothing_to_do(msg, course, now):
+            return Outcome(data, False, False, packet.src, packet.dst, message=msg)
         edits = Edits()
         changes: list[Change] = []
         media: list[MediaChange] = []
@@ -256,6 +264,24 @@ class Rewriter:
             media,
             msg,
         )
+
+    def _nothing_to_do(self, msg: SipMessage, course: _Course, now: float) -> bool:
+        """Cheap pre-check: no address-like token anywhere maps to anything, and no Via is
+        waiting to be restored. Most messages of a site pass here without being taken apart."""
+        data = msg.data
+        for token in set(_ADDRESS_TOKEN.findall(data)):
+            text = token.decode("latin-1")
+            addr = parse_ip(text)
+            if addr is None and ":" in text:  # IPv4 address with a port
+                addr = parse_ip(text.rsplit(":", 1)[0])
+            if addr is not None and course.map_host(addr) is not None:
+                return False
+        if not msg.is_request and len(self.vias):
+            back = course.from_side.other
+            for branch in _BRANCH.findall(data, 0, msg.body_start):
+                if self.vias.recall(branch.decode("latin-1"), back, now) is not None:
+                    return False
+        return True
 
     def _vias(self, msg, course, edits, changes, put_host, now) -> None:  # type: ignore[no-untyped-def]
         data = msg.data
@@ -377,6 +403,22 @@ class Rewriter:
                 edits.replace(cand.rport.start, cand.rport.end, str(port).encode())
         change.replaced = target
         change.relayed = True
+
+
+def _memo(fn: HostMap) -> HostMap:
+    """``fn`` remembered for one message. The same few addresses recur in every header and
+    SDP line, and hashing ipaddress objects is slow; parse_ip hands out one object per text,
+    so identity is a safe key while the message is being rewritten."""
+    cache: dict[int, IPAddress | None] = {}
+
+    def mapped(addr: IPAddress) -> IPAddress | None:
+        key = id(addr)
+        if key in cache:
+            return cache[key]
+        new = cache[key] = fn(addr)
+        return new
+
+    return mapped
 
 
 def _remap_via(data: bytes, via: Via, map_host: HostMap) -> tuple[Edits, list[str]]:

@@ -6,6 +6,7 @@ every other line is kept as it is.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from .errors import SdpParseError
@@ -70,20 +71,12 @@ class SessionDescription:
         return m.connection or self.connection
 
 
+_FIELD = re.compile(rb"[^ ]+")
+
+
 def _fields(data: bytes, start: int, end: int) -> list[tuple[int, int]]:
     """Spans of the space-separated fields of ``data[start:end]``."""
-    spans = []
-    pos = start
-    while pos < end:
-        while pos < end and data[pos] == 0x20:
-            pos += 1
-        if pos >= end:
-            break
-        fstart = pos
-        while pos < end and data[pos] != 0x20:
-            pos += 1
-        spans.append((fstart, pos))
-    return spans
+    return [m.span() for m in _FIELD.finditer(data, start, end)]
 
 
 def _address(data: bytes, tag: tuple[int, int], addr: tuple[int, int]) -> SdpAddress:
@@ -109,22 +102,21 @@ def _port(data: bytes, span: tuple[int, int], where: int) -> SdpPort:
     return SdpPort(int(raw), s, e)
 
 
+# Only the lines sipnat46 may rewrite, or that change what they mean, are looked at.
+_LINE = re.compile(
+    rb"^(?:[ocm]=|a=(?:rtcp|candidate|sendrecv|sendonly|recvonly|inactive))[^\r\n]*", re.MULTILINE
+)
+
+
 def parse_sdp(data: bytes, start: int, end: int) -> SessionDescription:
     """Parse the SDP in ``data[start:end]``; offsets in the result index ``data``."""
     sd = SessionDescription()
     current: MediaDescription | None = None
-    pos = start
-    while pos < end:
-        nl = data.find(b"\n", pos, end)
-        line_end = end if nl < 0 else nl
-        next_pos = line_end + 1
-        if line_end > pos and data[line_end - 1] == 0x0D:
-            line_end -= 1
-        if line_end - pos >= 2 and data[pos + 1] == 0x3D:  # "x="
-            _line(data, pos, line_end, sd, current)
-            if data[pos] == 0x6D:  # m= starts a new media description
-                current = sd.media[-1]
-        pos = next_pos
+    for m in _LINE.finditer(data, start, end):
+        pos, line_end = m.span()
+        _line(data, pos, line_end, sd, current)
+        if data[pos] == 0x6D:  # m= starts a new media description
+            current = sd.media[-1]
     return sd
 
 

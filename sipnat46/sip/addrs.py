@@ -6,6 +6,7 @@ inside a display name or a URI never splits a value.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ..errors import SipParseError
@@ -47,16 +48,13 @@ def split_values(data: bytes, start: int, end: int) -> list[tuple[int, int]]:
     return [s for s in spans if s[0] < s[1]]
 
 
+# Text with every quoted string closed (backslash escapes honoured).
+_BALANCED = re.compile(rb'(?:[^"\\]|\\.|"(?:[^"\\]|\\.)*")*', re.S)
+
+
 def _check_quotes(data: bytes, start: int, end: int) -> None:
-    pos, in_quote = start, False
-    while pos < end:
-        ch = data[pos]
-        if ch == 0x5C and in_quote:
-            pos += 1
-        elif ch == 0x22:
-            in_quote = not in_quote
-        pos += 1
-    if in_quote:
+    m = _BALANCED.match(data, start, end)
+    if m is None or m.end() != end:
         raise SipParseError("unterminated quoted string", start)
 
 
@@ -84,6 +82,9 @@ def parse_name_addr(data: bytes, start: int, end: int) -> NameAddr:
     lt = -1
     pos = start
     in_quote = False
+    if data.find(b'"', start, end) < 0:  # no display name in quotes: the first '<' is it
+        lt = data.find(b"<", start, end)
+        pos = end
     while pos < end:  # find '<' outside the quoted display name
         ch = data[pos]
         if in_quote:

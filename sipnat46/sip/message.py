@@ -7,10 +7,12 @@ modules), so a message with nothing to change costs little and comes out identic
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from ..errors import SipParseError
 from .headers import CONTENT_LENGTH, canonical_name
+from .uri import parse_uri
 
 _TOKEN_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
 
@@ -115,6 +117,7 @@ def parse_message(data: bytes) -> SipMessage:
             raise SipParseError("empty Request-URI", sp)
         if any(c in b" \t" for c in start_line[uri_start:uri_end]):
             raise SipParseError("whitespace inside the Request-URI", uri_start)
+        parse_uri(data, uri_start, uri_end)  # a Request-URI we could not rewrite is an error now
     headers = _parse_headers(data, line_end + 1, head_end)
     body_end = len(data)
     lengths = [h for h in headers if h.name == CONTENT_LENGTH]
@@ -132,42 +135,30 @@ def parse_message(data: bytes) -> SipMessage:
     return SipMessage(data, method, status, uri_start, uri_end, headers, body_start, body_end)
 
 
+# One header field: token name, colon, value with folded continuation lines (RFC 3261 7.3.1).
+_HEADER = re.compile(rb"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)\r?\n")
+
+
 def _parse_headers(data: bytes, pos: int, head_end: int) -> list[HeaderField]:
     headers: list[HeaderField] = []
-    limit = head_end + 1
-    while pos < limit:
-        nl = data.find(b"\n", pos, limit + 1)
-        line_end = nl if nl >= 0 else head_end
-        next_pos = line_end + 1
-        content_end = line_end - 1 if line_end > pos and data[line_end - 1] == 0x0D else line_end
-        if data[pos] in b" \t":
-            # Folded continuation (RFC 3261 section 7.3.1): it extends the previous value.
-            if not headers:
+    limit = head_end + 2 if data[head_end : head_end + 2] == b"\r\n" else head_end + 1
+    match = _HEADER.match
+    append = headers.append
+    while pos < head_end:
+        m = match(data, pos, limit)
+        if m is None:
+            if data[pos] in b" \t":
                 raise SipParseError("continuation line before any header", pos)
-            if content_end > pos and data[pos:content_end].strip():
-                headers[-1].value_end = content_end
-            headers[-1].end = next_pos
-            pos = next_pos
-            continue
-        colon = data.find(b":", pos, content_end)
-        if colon < 0:
-            raise SipParseError("header line without a colon", pos)
-        name_end = colon
-        while name_end > pos and data[name_end - 1] in b" \t":
-            name_end -= 1
-        raw_name = data[pos:name_end]
-        if not _is_token(raw_name):
+            if data.find(b":", pos, data.find(b"\n", pos, limit)) < 0:
+                raise SipParseError("header line without a colon", pos)
             raise SipParseError("bad header name", pos)
-        vstart = colon + 1
-        while vstart < content_end and data[vstart] in b" \t":
-            vstart += 1
-        vend = content_end
-        while vend > vstart and data[vend - 1] in b" \t":
+        vstart, vend = m.start(2), m.end(2)
+        while vend > vstart and data[vend - 1] in b" \t\r\n":
             vend -= 1
-        headers.append(HeaderField(canonical_name(raw_name), pos, vstart, vend, next_pos))
+        append(HeaderField(canonical_name(m.group(1)), pos, vstart, vend, m.end()))
         if len(headers) > MAX_HEADERS:
             raise SipParseError("too many header fields", pos)
-        pos = next_pos
+        pos = m.end()
     return headers
 
 

@@ -7,6 +7,7 @@ reported as opaque so the caller passes them through unchanged.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -77,40 +78,42 @@ class Uri:
         return self.scheme == "sips"
 
 
+# host (IPv6 reference or run of host characters), then an optional ":port" with LWS allowed.
+_HOST = re.compile(rb"\[([^\]]*)\]|[^:;?>, \t\r\n\[]+")
+_PORT = re.compile(rb"[ \t]*:[ \t]*(\d*)")
+
+
 def parse_host(data: bytes, pos: int, end: int, *, stops: frozenset[int] = _HOST_END) -> Host:
     """Parse ``host[:port]`` starting at ``pos``; raises on a malformed reference or port."""
-    if pos < end and data[pos] == 0x5B:  # '['
-        close = data.find(b"]", pos, end)
-        if close < 0:
+    m = _HOST.match(data, pos, end)
+    if m is None:
+        if pos < end and data[pos] == 0x5B:
             raise SipParseError("unterminated IPv6 reference", pos)
-        text = data[pos + 1 : close].decode("latin-1")
-        host = Host(text, pos, close + 1)
-        pos = close + 1
+        raise SipParseError("empty host", pos)
+    if m.group(1) is not None:
+        host = Host(m.group(1).decode("latin-1"), pos, m.end())
     else:
-        start = pos
-        while pos < end and data[pos] not in stops:
-            pos += 1
-        if pos == start:
-            raise SipParseError("empty host", start)
-        host = Host(data[start:pos].decode("latin-1"), start, pos)
-    # Optional ":port", tolerating LWS around the colon (Via sent-by allows it).
-    look = pos
-    while look < end and data[look] in b" \t":
-        look += 1
-    if look < end and data[look] == 0x3A:  # ':'
-        look += 1
-        while look < end and data[look] in b" \t":
-            look += 1
-        pstart = look
-        while look < end and 0x30 <= data[look] <= 0x39:
-            look += 1
+        hend = m.end()
+        if stops is not _HOST_END:  # a narrower stop set (Via sent-by, maddr=)
+            hend = pos
+            while hend < m.end() and data[hend] not in stops:
+                hend += 1
+            if hend == pos:
+                raise SipParseError("empty host", pos)
+        host = Host(data[pos:hend].decode("latin-1"), pos, hend)
+    p = _PORT.match(data, host.end, end)
+    if p is not None:
+        pstart, look = p.span(1)
         if look == pstart or (look < end and data[look] not in stops):
             raise SipParseError("bad port after host", pstart)
-        port = int(data[pstart:look])
+        port = int(p.group(1))
         if port > 65535:
             raise SipParseError("port out of range", pstart)
         host.port, host.port_start, host.port_end = port, pstart, look
     return host
+
+
+_PARAM = re.compile(rb";([^=;?> \t]*)(?:=([^;?>, \t\r\n]*))?")
 
 
 def parse_uri(data: bytes, start: int, end: int) -> Uri:
@@ -130,18 +133,13 @@ def parse_uri(data: bytes, start: int, end: int) -> Uri:
     uri = Uri(scheme, start, end, host)
     pos = host.port_end if host.port_end is not None else host.end
     while pos < end and data[pos] == 0x3B:  # ';'
-        pos += 1
-        name_start = pos
-        while pos < end and data[pos] not in b"=;?> \t":
-            pos += 1
-        name = data[name_start:pos].decode("latin-1").lower()
+        m = _PARAM.match(data, pos, end)
+        assert m is not None  # ';' alone matches with an empty name
+        name = m.group(1).decode("latin-1").lower()
         value: Host | None = None
-        if pos < end and data[pos] == 0x3D:  # '='
-            pos += 1
-            if name == "maddr":
-                value = parse_host(data, pos, end, stops=_PARAM_END)
-                pos = value.end
-            while pos < end and data[pos] not in _PARAM_END:
-                pos += 1
+        if name == "maddr" and m.group(2) is not None:
+            vstart = m.start(2)
+            value = parse_host(data, vstart, end, stops=_PARAM_END)
         uri.params[name] = value
+        pos = m.end()
     return uri

@@ -12,7 +12,10 @@ from .uri import Host, parse_host
 # SIP / 2.0 / TRANSPORT with LWS allowed around the slashes (RFC 4475 wsinv).
 _PROTO = re.compile(rb"SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9._!%*+`'~-]+)\s+", re.IGNORECASE)
 _VIA_STOPS = frozenset(b":;, \t\r\n")
-_PARAM_VALUE_END = frozenset(b";, \t\r\n")
+# ;name[=value], LWS allowed around ';' and '='; a value is a token, a quoted string or [v6].
+_PARAM = re.compile(
+    rb'[ \t\r\n]*;[ \t\r\n]*([^= \t\r\n;,]+)(?:[ \t\r\n]*=[ \t\r\n]*("[^"]*"|\[[^\]]*\]|[^;, \t\r\n]*))?'
+)
 
 # Parameters whose value is a host we may have to rewrite.
 ADDRESS_PARAMS = ("received", "maddr")
@@ -50,39 +53,22 @@ def parse_via(data: bytes, start: int, end: int) -> Via:
     sent_by = parse_host(data, m.end(), end, stops=_VIA_STOPS)
     via = Via(start, end, m.group(1).decode("latin-1").upper(), sent_by)
     pos = sent_by.port_end if sent_by.port_end is not None else sent_by.end
+    match = _PARAM.match
     while True:
-        while pos < end and data[pos] in b" \t\r\n":
-            pos += 1
-        if pos >= end:
+        m = match(data, pos, end)
+        if m is None:
             break
-        if data[pos] != 0x3B:
-            raise SipParseError("junk in Via parameters", pos)
-        pos += 1
-        while pos < end and data[pos] in b" \t\r\n":
-            pos += 1
-        nstart = pos
-        while pos < end and data[pos] not in b"= \t\r\n;":
-            pos += 1
-        name = data[nstart:pos].decode("latin-1").lower()
-        while pos < end and data[pos] in b" \t\r\n":
-            pos += 1
-        if pos < end and data[pos] == 0x3D:
-            pos += 1
-            while pos < end and data[pos] in b" \t\r\n":
-                pos += 1
-            vstart = pos
-            if pos < end and data[pos] == 0x22:  # quoted-string value
-                close = data.find(b'"', pos + 1, end)
-                pos = end if close < 0 else close + 1
-            elif pos < end and data[pos] == 0x5B:  # [v6] (RFC 5118 section 4.5)
-                close = data.find(b"]", pos, end)
-                pos = end if close < 0 else close + 1
-            else:
-                while pos < end and data[pos] not in _PARAM_VALUE_END:
-                    pos += 1
-            raw = data[vstart:pos].decode("latin-1")
-            host = Host(raw.strip("[]"), vstart, pos) if name in ADDRESS_PARAMS else None
-            via.params[name] = ViaParam(name, host, raw)
-        else:
+        name = m.group(1).decode("latin-1").lower()
+        if m.group(2) is None:
             via.params[name] = ViaParam(name, None, "")
+        else:
+            vstart, vend = m.span(2)
+            raw = m.group(2).decode("latin-1")
+            host = Host(raw.strip("[]"), vstart, vend) if name in ADDRESS_PARAMS else None
+            via.params[name] = ViaParam(name, host, raw)
+        pos = m.end()
+    while pos < end and data[pos] in b" \t\r\n":
+        pos += 1
+    if pos < end:
+        raise SipParseError("junk in Via parameters", pos)
     return via
