@@ -47,69 +47,38 @@ def keys(d: dict[str, str]) -> list[str]:
     return [x for k, v in d.items() for x in ("-key", k, v)]
 
 
-def step(work: Path, rate: int, seconds: float, caller: dict[str, str]) -> tuple[bool, dict[str, int]]:
+# translate: the IPv4-only PBX calls the IPv6-only peer's stand-in (relay legs set up per call)
+XLATE_UAC = ("pbx", "192.0.2.10", "100.64.46.20:5060")
+XLATE_UAS = ("v6peer", "2001:db8:1::20")
+PBX4 = {"via_host": "192.0.2.10", "contact_host": "192.0.2.10", "sdp_type": "4", "sdp_ip": "192.0.2.10"}
+V6PEER = {"contact_host": "[2001:db8:1::20]", "sdp_type": "6", "sdp_ip": "2001:db8:1::20"}
+
+
+def sipp_cmd(ns_name: str, seconds: float, scenario: str, local: str, *args: str) -> list[str]:
+    return ["ip", "netns", "exec", PREFIX + ns_name, "timeout", str(int(seconds) + 40), "sipp",
+            "-sf", str(SCENARIOS / scenario), "-i", local, "-p", "5060", *args]  # fmt: skip
+
+
+def step(
+    work: Path, rate: int, seconds: float, caller: dict[str, str], translate: bool = False
+) -> tuple[bool, dict[str, int]]:
     calls = int(rate * seconds)
+    uac_ns, uac_ip, target = XLATE_UAC if translate else (UAC[0], UAC[1], f"[{UAS[1]}]:5060")
+    uas_ns, uas_ip = XLATE_UAS if translate else UAS
+    callee = V6PEER if translate else PEER
     common = ["-buff_size", "4194304", "-nostdin", "-m", str(calls)]
     uas = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            PREFIX + UAS[0],
-            "timeout",
-            str(int(seconds) + 40),
-            "sipp",
-            "-sf",
-            str(SCENARIOS / "uas_load.xml"),
-            "-i",
-            UAS[1],
-            "-p",
-            "5060",
-            *common,
-            *keys(PEER),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=work,
-    )
+        sipp_cmd(uas_ns, seconds, "uas_load.xml", uas_ip, *common, *keys(callee)),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work,
+    )  # fmt: skip
     time.sleep(0.5)
     stat = work / f"uac-{rate}.csv"
     stat.unlink(missing_ok=True)
     subprocess.run(
-        [
-            "ip",
-            "netns",
-            "exec",
-            PREFIX + UAC[0],
-            "timeout",
-            str(int(seconds) + 30),
-            "sipp",
-            "-sf",
-            str(SCENARIOS / "uac_load.xml"),
-            "-i",
-            UAC[1],
-            "-p",
-            "5060",
-            "-r",
-            str(rate),
-            "-rp",
-            "1000",
-            *common,
-            *keys(caller),
-            "-s",
-            "bob",
-            "-trace_stat",
-            "-stf",
-            str(stat),
-            "-fd",
-            "1",
-            f"[{UAS[1]}]:5060",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=work,
-        check=False,
-    )
+        sipp_cmd(uac_ns, seconds, "uac_load.xml", uac_ip, "-r", str(rate), "-rp", "1000", *common, *keys(caller),
+                 "-s", "bob", "-trace_stat", "-stf", str(stat), "-fd", "1", target),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work, check=False,
+    )  # fmt: skip
     try:
         uas.wait(15)
     except subprocess.TimeoutExpired:
@@ -130,10 +99,12 @@ def step(work: Path, rate: int, seconds: float, caller: dict[str, str]) -> tuple
     return clean, figures
 
 
-def highest_clean(work: Path, name: str, rates: list[int], seconds: float, caller: dict[str, str]) -> int:
+def highest_clean(
+    work: Path, name: str, rates: list[int], seconds: float, caller: dict[str, str], translate: bool = False
+) -> int:
     best = 0
     for rate in rates:
-        clean, f = step(work, rate, seconds, caller)
+        clean, f = step(work, rate, seconds, caller, translate)
         print(
             f"  {name:18} {rate:6d} calls/s: {f['ok']}/{f['calls']} ok, {f['failed']} failed, {f['retrans']} retrans -> {'clean' if clean else 'NOT clean'}",
             flush=True,
@@ -145,39 +116,25 @@ def highest_clean(work: Path, name: str, rates: list[int], seconds: float, calle
 
 
 def helper_rules(action: str) -> None:
+    """Add (-A) or delete (-D) the kernel SIP helper on SIP in both directions, both families."""
     for tool in ("iptables", "ip6tables"):
-        ns(
-            "gw",
-            tool,
-            "-t",
-            "raw",
-            action,
-            "PREROUTING",
-            "-p",
-            "udp",
-            "--dport",
-            "5060",
-            "-j",
-            "CT",
-            "--helper",
-            "sip",
-        )
-        ns(
-            "gw",
-            tool,
-            "-t",
-            "raw",
-            action,
-            "PREROUTING",
-            "-p",
-            "udp",
-            "--sport",
-            "5060",
-            "-j",
-            "CT",
-            "--helper",
-            "sip",
-        )
+        for port_match in ("--dport", "--sport"):
+            ns(
+                "gw",
+                tool,
+                "-t",
+                "raw",
+                action,
+                "PREROUTING",
+                "-p",
+                "udp",
+                port_match,
+                "5060",
+                "-j",
+                "CT",
+                "--helper",
+                "sip",
+            )
 
 
 def latency(work: Path, cfg: Path, rate: int, seconds: float) -> dict[str, object]:
@@ -197,7 +154,7 @@ def latency(work: Path, cfg: Path, rate: int, seconds: float) -> dict[str, objec
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--rates", default="500,1000,2000,3000,4000,5000,6000,8000,10000,12000,14000,16000")
+    ap.add_argument("--rates", default="100,200,300,500,1000,2000,3000,4000,5000,6000,8000,10000,12000,14000")
     args = ap.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     lab("down")
@@ -226,8 +183,18 @@ def main() -> None:
             )
             results["sipnat46 fixup"] = highest_clean(work, "sipnat46 fixup", rates, args.seconds, RIGID)
             lat = latency(work, cfg, 1000, args.seconds)
+            low = max(100, results["sipnat46 fixup"])
+            lat_low = latency(work, cfg, low, args.seconds)
         finally:
             ns("gw", sipnat46_bin(), "--config", str(cfg), "stop", check=False)
+        xcfg = ROOT / "examples" / "lab.toml"
+        ns("gw", sipnat46_bin(), "--config", str(xcfg), "start")
+        try:
+            results["sipnat46 translate + relay"] = highest_clean(
+                work, "sipnat46 translate", rates, args.seconds, PBX4, True
+            )
+        finally:
+            ns("gw", sipnat46_bin(), "--config", str(xcfg), "stop", check=False)
     finally:
         lab("down")
     print()

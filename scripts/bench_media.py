@@ -102,6 +102,13 @@ def direct(work: Path, n: int, seconds: float) -> dict:  # type: ignore[type-arg
     )
 
 
+def relayed(name: str, work: Path, legs: list[list[int]], seconds: float) -> dict:  # type: ignore[type-arg]
+    """Stream through a relay whose legs are [inside port, outside port] per stream."""
+    plan_a = [[BASE + 2 * i, GW_IN, leg[0]] for i, leg in enumerate(legs)]
+    plan_b = [[BASE + 2 * i, GW_OUT, leg[1]] for i, leg in enumerate(legs)]
+    return row(name, gens(work, ("pbx", PBX, plan_a), ("v6peer", PEER, plan_b), seconds), seconds)
+
+
 def builtin(work: Path, n: int, seconds: float) -> dict:  # type: ignore[type-arg]
     h = ns_popen(
         "gw", sys.executable, "-c", HARNESS, str(n), stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT
@@ -109,13 +116,7 @@ def builtin(work: Path, n: int, seconds: float) -> dict:  # type: ignore[type-ar
     legs = json.loads(h.stdout.readline())  # type: ignore[union-attr]
     time.sleep(0.5)
     try:
-        plan_a = [[BASE + 2 * i, GW_IN, legs[i][0]] for i in range(n)]
-        plan_b = [[BASE + 2 * i, GW_OUT, legs[i][1]] for i in range(n)]
-        return row(
-            "sipnat46 built-in relay v4<->v6",
-            gens(work, ("pbx", PBX, plan_a), ("v6peer", PEER, plan_b), seconds),
-            seconds,
-        )
+        return relayed("sipnat46 built-in relay v4<->v6", work, legs, seconds)
     finally:
         h.stdin.close()  # type: ignore[union-attr]
         h.wait(10)
@@ -178,13 +179,7 @@ for i in range({n}):
 print(json.dumps(legs))
 """
         legs = json.loads(ns("gw", sys.executable, "-c", script, timeout=120).stdout)
-        plan_a = [[BASE + 2 * i, GW_IN, legs[i][0]] for i in range(n)]
-        plan_b = [[BASE + 2 * i, GW_OUT, legs[i][1]] for i in range(n)]
-        return row(
-            "rtpengine userspace v4<->v6",
-            gens(work, ("pbx", PBX, plan_a), ("v6peer", PEER, plan_b), seconds),
-            seconds,
-        )
+        return relayed("rtpengine userspace v4<->v6", work, legs, seconds)
     finally:
         proc.terminate()
         proc.wait(10)

@@ -273,30 +273,29 @@ def rules_render(ctx: click.Context, nft: bool) -> None:
     click.echo(rules.render_nft(cfg) if nft else rules.render(cfg), nl=False)
 
 
+def _rules_change(ctx: click.Context, change, done_text: str, none_text: str) -> None:  # type: ignore[no-untyped-def]
+    cfg = load_config(ctx)
+    try:
+        done = change(cfg)
+    except Sipnat46Error as exc:
+        fail(str(exc), EXIT_FAILED)
+    click.echo(
+        f"sipnat46: rules {done_text} (IPv{'/'.join(map(str, done))})" if done else f"sipnat46: {none_text}"
+    )
+
+
 @rules_group.command("apply")
 @click.pass_context
 def rules_apply(ctx: click.Context) -> None:
     """Install the rules (atomic per family, idempotent)."""
-    cfg = load_config(ctx)
-    try:
-        done = rules.apply(cfg)
-    except Sipnat46Error as exc:
-        fail(str(exc), EXIT_FAILED)
-    click.echo(f"sipnat46: rules applied (IPv{'/'.join(map(str, done))})")
+    _rules_change(ctx, rules.apply, "applied", "no rules applied")
 
 
 @rules_group.command("remove")
 @click.pass_context
 def rules_remove(ctx: click.Context) -> None:
     """Remove the rules (atomic per family, idempotent; touches nothing else)."""
-    cfg = load_config(ctx)
-    try:
-        done = rules.remove(cfg)
-    except Sipnat46Error as exc:
-        fail(str(exc), EXIT_FAILED)
-    click.echo(
-        f"sipnat46: rules removed (IPv{'/'.join(map(str, done))})" if done else "sipnat46: no rules to remove"
-    )
+    _rules_change(ctx, rules.remove, "removed", "no rules to remove")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -24,6 +24,7 @@ from .sip.via import Via, parse_via_values
 
 # Anything that could be an IPv4 or IPv6 literal (a superset: parse_ip decides).
 _ADDRESS_TOKEN = re.compile(rb"(?<![0-9A-Za-z_.:-])[0-9A-Fa-f:.]{3,45}(?![0-9A-Za-z_.:-])")
+_START_LINE = re.compile(rb"(SIP/2\.0 [1-9]\d\d )|[A-Za-z0-9.!%*_+`'~-]+ [^ \r\n]+ SIP/2\.0\r?\n")
 _BRANCH = re.compile(rb"branch[ \t]*=[ \t]*([^;, \t\r\n]+)", re.IGNORECASE)
 
 EgressLookup = Callable[[IPAddress], "IPAddress | None"]
@@ -206,11 +207,12 @@ class Rewriter:
 
     def rewrite(self, data: bytes, packet: Packet, now: float = 0.0) -> Outcome:
         """Rewrite one message; raises SipParseError (pass it through) or StandInExhausted."""
-        msg = parse_message(data)
         course = self._course(packet, now)
         course.map_host = _memo(course.map_host)
-        if not course.translated and self._nothing_to_do(msg, course, now):
-            return Outcome(data, False, False, packet.src, packet.dst, message=msg)
+        if not course.translated and self._nothing_to_do(data, course, now):
+            # Passed on as it is, without being taken apart: most SIP of a site goes here.
+            return Outcome(data, False, False, packet.src, packet.dst)
+        msg = parse_message(data)
         edits = Edits()
         changes: list[Change] = []
         media: list[MediaChange] = []
@@ -265,10 +267,13 @@ class Rewriter:
             msg,
         )
 
-    def _nothing_to_do(self, msg: SipMessage, course: _Course, now: float) -> bool:
-        """Cheap pre-check: no address-like token anywhere maps to anything, and no Via is
-        waiting to be restored. Most messages of a site pass here without being taken apart."""
-        data = msg.data
+    def _nothing_to_do(self, data: bytes, course: _Course, now: float) -> bool:
+        """Cheap pre-check: the datagram looks like SIP, no address-like token anywhere in it
+        maps to anything, and no Via of it waits to be restored. Raises SipParseError for
+        what does not look like SIP at all."""
+        start = _START_LINE.match(data)
+        if start is None or (b"\r\n\r\n" not in data and b"\n\n" not in data):
+            raise SipParseError("not a SIP message (no request or status line, or no end of headers)", 0)
         for token in set(_ADDRESS_TOKEN.findall(data)):
             text = token.decode("latin-1")
             addr = parse_ip(text)
@@ -276,9 +281,9 @@ class Rewriter:
                 addr = parse_ip(text.rsplit(":", 1)[0])
             if addr is not None and course.map_host(addr) is not None:
                 return False
-        if not msg.is_request and len(self.vias):
+        if start.group(1) is not None and len(self.vias):  # a response
             back = course.from_side.other
-            for branch in _BRANCH.findall(data, 0, msg.body_start):
+            for branch in _BRANCH.findall(data):
                 if self.vias.recall(branch.decode("latin-1"), back, now) is not None:
                     return False
         return True

@@ -24,7 +24,9 @@ INVALID = [
     "lwsstart", "trws", "escruri", "baddate", "regbadct", "badaspec", "baddn", "badvers",
     "mismatch01", "mismatch02", "bigcode", "multi01", "mcl01",
 ]  # fmt: skip
-# Must be rejected by the codec itself (the rest may be tolerated, as the RFC allows).
+# Must be rejected by the codec itself (the rest may be tolerated, as the RFC allows). The
+# rewriter passes a message it has nothing to change in without taking it apart, so it
+# tolerates these too unless they carry an address it must change (see the last test).
 MUST_REJECT = ["clerr", "ncl", "bigcode", "ltgtruri", "lwsruri", "mcl01"]
 
 # An address plan none of the corpus addresses belong to.
@@ -64,9 +66,9 @@ def test_invalid_raises_only_our_error(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", MUST_REJECT)
-def test_clearly_broken_is_rejected(name: str) -> None:
+def test_clearly_broken_is_rejected_by_the_codec(name: str) -> None:
     with pytest.raises(SipParseError):
-        Rewriter(NOTHING).rewrite(load(name), Packet(Side.INSIDE, ipaddress.ip_address("198.51.100.9")))
+        parse_message(load(name))
 
 
 def test_wsinv_compact_and_folded_headers() -> None:
