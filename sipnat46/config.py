@@ -211,6 +211,9 @@ def parse(doc: dict[str, Any]) -> Config:
     relay = media.get("relay", "builtin")
     if relay not in ("builtin", "rtpengine", "off"):
         raise ConfigError("media.relay", f"{relay!r} is not one of builtin, rtpengine, off")
+    if relay == "rtpengine":
+        # The relay sits behind an interface (relay.MediaRelay) for it, but no backend yet.
+        raise ConfigError("media.relay", '"rtpengine" is not implemented yet: use "builtin" or "off"')
     cfg.relay = relay
     if "ports" in media:
         rng = media["ports"]

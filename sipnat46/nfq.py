@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import socket
 import time
 from collections.abc import Callable
@@ -98,33 +99,35 @@ class QueueLoop:
 
 
 class LatencyHistogram:
-    """Added latency per packet in 5 microsecond buckets up to 50 ms (then one overflow bucket)."""
+    """Added latency per packet, in buckets of 1/8 octave from 1 us to about 16 s."""
 
-    STEP = 5e-6
-    BUCKETS = 10000
+    PER_OCTAVE = 8
+    BUCKETS = 24 * PER_OCTAVE
 
     def __init__(self) -> None:
-        self.counts = [0] * (self.BUCKETS + 1)
-        self.total = 0
+        self.reset()
 
     def add(self, seconds: float) -> None:
-        i = int(seconds / self.STEP) if seconds > 0 else 0
+        us = seconds * 1e6
+        i = int(math.log2(us) * self.PER_OCTAVE) + 1 if us >= 1 else 0
         self.counts[min(i, self.BUCKETS)] += 1
         self.total += 1
 
     def quantile(self, q: float) -> float | None:
+        """Upper bound (seconds) of the bucket holding the q-quantile."""
         if not self.total:
             return None
-        want = q * self.total
-        seen = 0
+        want, seen = q * self.total, 0
         for i, n in enumerate(self.counts):
             seen += n
             if seen >= want:
-                return (i + 1) * self.STEP
+                return 2 ** (i / self.PER_OCTAVE) / 1e6
         return None
 
     def summary(self) -> dict[str, float | int | None]:
-        us = lambda v: None if v is None else round(v * 1e6, 1)  # noqa: E731
+        def us(v: float | None) -> float | None:
+            return None if v is None else round(v * 1e6, 1)
+
         return {"packets": self.total, "p50_us": us(self.quantile(0.5)), "p99_us": us(self.quantile(0.99))}
 
     def reset(self) -> None:

@@ -300,3 +300,98 @@ def test_relay_sockets_back_to_zero_after_10000_calls(work: Path) -> None:
     assert int(last["SuccessfulCall(C)"]) == calls and int(last["FailedCall(C)"]) == 0, uac.stdout[-500:]
     assert st["counters"]["translated"] >= 6 * calls and st["counters"]["errors"] == 0
     assert st["relay"]["legs"] == 0 and st["relay"]["sockets"] == 0, st["relay"]
+
+
+RECEIVE_ONE = (
+    "import socket,sys; s=socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); "
+    "s.bind(('2001:db8:1::20', 5060)); s.settimeout(10); sys.stdout.write(s.recv(65535).hex())"
+)
+
+
+def test_message_growing_past_the_path_mtu_is_fragmented_and_delivered(work: Path) -> None:
+    # Every one of the 40 Record-Route values grows by five bytes (192.0.2.10 -> [2001:db8:1::1]).
+    routes = "".join(f"Record-Route: <sip:192.0.2.10:5060;lr;n={i}>\r\n" for i in range(40))
+    invite = (
+        "INVITE sip:bob@100.64.46.20:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5080;branch=z9hG4bK-mtu\r\n"
+        f"{routes}From: <sip:pbx@192.0.2.10:5080>;tag=1\r\nTo: <sip:bob@100.64.46.20>\r\n"
+        "Call-ID: mtu@pbx\r\nCSeq: 1 INVITE\r\nContact: <sip:pbx@192.0.2.10:5080>\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    assert 1232 - 100 < len(invite) < 1232  # fits one 1280-byte IPv6 packet before, not after
+    try:
+        for name, dev in (("gw", "v6p0"), ("v6peer", "eth0")):
+            ns(name, "ip", "link", "set", dev, "mtu", "1280")
+        with instance("gw", CONFIG, work, "mtu"):
+            listener = ns_popen("v6peer", "python3", "-c", RECEIVE_ONE, stdout=subprocess.PIPE)
+            time.sleep(0.5)
+            ns(
+                "pbx",
+                "python3",
+                "-c",
+                "import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+                "s.bind(('192.0.2.10', 5080)); s.sendto(bytes.fromhex(sys.argv[1]), ('100.64.46.20', 5060))",
+                invite.hex(),
+            )
+            out, _ = listener.communicate(timeout=15)
+    finally:
+        for name, dev in (("gw", "v6p0"), ("v6peer", "eth0")):
+            ns(name, "ip", "link", "set", dev, "mtu", "1500", check=False)
+    got = bytes.fromhex(out.decode())
+    assert len(got) > 1232 and len(got) == len(invite) + 5 * 43  # 40 routes + Via + From + Contact
+    msg = parse_message(got)
+    assert got.startswith(b"INVITE sip:bob@[2001:db8:1::20]:5060 SIP/2.0\r\n")
+    assert b"192.0.2.10" not in got.replace(b"mtu@pbx", b"") and len(msg.fields("record-route")) == 40
+
+
+def test_rtcp_is_relayed_both_ways(work: Path) -> None:
+    """RTCP on the legs' odd ports, to the port after the SDP's RTP port, latched on return."""
+    send = (
+        "import socket,sys; fam=socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET; "
+        "s=socket.socket(fam, socket.SOCK_DGRAM); s.bind((sys.argv[1], int(sys.argv[2]))); "
+        "[s.sendto(b'\\x81\\xc8' + bytes(26), (sys.argv[3], int(sys.argv[4]))) for _ in range(10)]"
+    )
+    at_peer = Counter("v6peer", 6, "INPUT", "--dport 6001")
+    at_pbx = Counter("pbx", 4, "INPUT", "--dport 7101")
+    try:
+        with instance("gw", CONFIG, work, "rtcp"):
+            uas = sipp(
+                "v6peer",
+                "uas",
+                work,
+                local="2001:db8:1::20",
+                media="2001:db8:1::20",
+                media_port=6000,
+                keys=v6peer().keys,
+            )
+            time.sleep(0.4)
+            uac = sipp(
+                "pbx",
+                "uac",
+                work,
+                local="192.0.2.10",
+                media="192.0.2.10",
+                media_port=7000,
+                keys=pbx().keys,
+                target=STAND_IN,
+                duration_ms=3000,
+            )
+            time.sleep(1.2)
+            inside_leg = media_of(first(uac.received(), "SIP/2.0 200"))[1]
+            outside_leg = media_of(first(uas.received(), "INVITE"))[1]
+            ns("pbx", "python3", "-c", send, "192.0.2.10", "7101", "192.0.2.1", str(inside_leg + 1))
+            time.sleep(0.3)
+            ns(
+                "v6peer",
+                "python3",
+                "-c",
+                send,
+                "2001:db8:1::20",
+                "6101",
+                "2001:db8:1::1",
+                str(outside_leg + 1),
+            )
+            assert uac.wait(60) == 0 and uas.wait(30) == 0
+        assert at_peer.packets() == 10  # PBX -> peer: to the peer's RTP port + 1
+        assert at_pbx.packets() == 10  # peer -> PBX: back to where the PBX's RTCP came from
+    finally:
+        at_peer.remove()
+        at_pbx.remove()

@@ -39,6 +39,7 @@ def test_example_config_loads() -> None:
         ('[inside]\npbx = ["192.0.2.10"]\n[[peers]]\nname = "x"\n', "peers[0].ipv6"),
         ("[inside]\n", "inside.pbx"),
         ('placement = "moon"\n[inside]\npbx = ["192.0.2.10"]\n', "placement"),
+        ('[inside]\npbx = ["192.0.2.10"]\n[media]\nrelay = "rtpengine"\n', "media.relay"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, text: str, key: str) -> None:
