@@ -309,14 +309,22 @@ RECEIVE_ONE = (
 
 
 def test_message_growing_past_the_path_mtu_is_fragmented_and_delivered(work: Path) -> None:
-    # Every one of the 40 Record-Route values grows by five bytes (192.0.2.10 -> [2001:db8:1::1]).
-    routes = "".join(f"Record-Route: <sip:192.0.2.10:5060;lr;n={i}>\r\n" for i in range(40))
-    invite = (
-        "INVITE sip:bob@100.64.46.20:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5080;branch=z9hG4bK-mtu\r\n"
-        f"{routes}From: <sip:pbx@192.0.2.10:5080>;tag=1\r\nTo: <sip:bob@100.64.46.20>\r\n"
-        "Call-ID: mtu@pbx\r\nCSeq: 1 INVITE\r\nContact: <sip:pbx@192.0.2.10:5080>\r\nContent-Length: 0\r\n\r\n"
-    ).encode()
-    assert 1232 - 100 < len(invite) < 1232  # fits one 1280-byte IPv6 packet before, not after
+    # Every Record-Route value grows by five bytes (192.0.2.10 -> [2001:db8:1::1]): take as many
+    # as still fit one 1280-byte IPv6 packet (1232 bytes of UDP payload) before translation.
+    def build(n: int) -> bytes:
+        routes = "".join(f"Record-Route: <sip:192.0.2.10:5060;lr;n={i}>\r\n" for i in range(n))
+        return (
+            "INVITE sip:bob@100.64.46.20:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5080;branch=z9hG4bK-mtu\r\n"
+            f"{routes}From: <sip:pbx@192.0.2.10:5080>;tag=1\r\nTo: <sip:bob@100.64.46.20>\r\n"
+            "Call-ID: mtu@pbx\r\nCSeq: 1 INVITE\r\nContact: <sip:pbx@192.0.2.10:5080>\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+
+    n = next(n for n in range(60, 0, -1) if len(build(n)) < 1232)
+    invite = build(n)
+    growth = (
+        5 * (n + 3) + 2 * 4
+    )  # routes, Via, From, Contact (+5 each); R-URI and To: stand-in -> [peer] (+4)
+    assert len(invite) + 5 * (n + 3) > 1232  # too big for one packet after translation
     try:
         for name, dev in (("gw", "v6p0"), ("v6peer", "eth0")):
             ns(name, "ip", "link", "set", dev, "mtu", "1280")
@@ -336,10 +344,10 @@ def test_message_growing_past_the_path_mtu_is_fragmented_and_delivered(work: Pat
         for name, dev in (("gw", "v6p0"), ("v6peer", "eth0")):
             ns(name, "ip", "link", "set", dev, "mtu", "1500", check=False)
     got = bytes.fromhex(out.decode())
-    assert len(got) > 1232 and len(got) == len(invite) + 5 * 43  # 40 routes + Via + From + Contact
+    assert len(got) > 1232 and len(got) == len(invite) + growth, (len(got), len(invite), growth)
     msg = parse_message(got)
     assert got.startswith(b"INVITE sip:bob@[2001:db8:1::20]:5060 SIP/2.0\r\n")
-    assert b"192.0.2.10" not in got.replace(b"mtu@pbx", b"") and len(msg.fields("record-route")) == 40
+    assert b"192.0.2.10" not in got.replace(b"mtu@pbx", b"") and len(msg.fields("record-route")) == n
 
 
 def test_rtcp_is_relayed_both_ways(work: Path) -> None:
