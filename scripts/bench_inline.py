@@ -159,6 +159,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--rates", default="100,200,300,500,1000,2000,3000,4000,5000,6000,8000,10000,12000,14000")
+    ap.add_argument(
+        "--baselines", action=argparse.BooleanOptionalAction, default=True, help="plain and helper rows"
+    )
     args = ap.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     lab("down")
@@ -172,12 +175,15 @@ def main() -> None:
         )
         # The kernel helper drops IPv6 SIP whose SDP names IPv4 ("cannot parse SDP message"),
         # so the baselines carry plain IPv6 messages; sipnat46 is measured on both.
-        results["plain forwarding"] = highest_clean(work, "plain", rates, args.seconds, PLAIN)
-        helper_rules("-A")
-        try:
-            results["kernel SIP helper"] = highest_clean(work, "kernel helper", rates, args.seconds, PLAIN)
-        finally:
-            helper_rules("-D")
+        if args.baselines:
+            results["plain forwarding"] = highest_clean(work, "plain", rates, args.seconds, PLAIN)
+            helper_rules("-A")
+            try:
+                results["kernel SIP helper"] = highest_clean(
+                    work, "kernel helper", rates, args.seconds, PLAIN
+                )
+            finally:
+                helper_rules("-D")
         cfg = work / "bench.toml"
         cfg.write_text(CONFIG)
         ns("gw", sipnat46_bin(), "--config", str(cfg), "start")

@@ -209,9 +209,12 @@ class Rewriter:
         """Rewrite one message; raises SipParseError (pass it through) or StandInExhausted."""
         course = self._course(packet, now)
         course.map_host = _memo(course.map_host)
-        if not course.translated and self._nothing_to_do(data, course, now):
-            # Passed on as it is, without being taken apart: most SIP of a site goes here.
-            return Outcome(data, False, False, packet.src, packet.dst)
+        addresses = True  # whether any address in the message can change
+        if not course.translated:
+            addresses, restore = self._precheck(data, course, now)
+            if not addresses and not restore:
+                # Passed on as it is, without being taken apart: most SIP of a site goes here.
+                return Outcome(data, False, False, packet.src, packet.dst)
         msg = parse_message(data)
         edits = Edits()
         changes: list[Change] = []
@@ -229,7 +232,7 @@ class Rewriter:
             changes.append((what, host.text, new))
             return True
 
-        if msg.is_request:
+        if msg.is_request and addresses:
             uri = parse_uri(data, msg.uri_start, msg.uri_end)
             if uri.host is not None:
                 put_host(uri.host, "Request-URI")
@@ -237,7 +240,7 @@ class Rewriter:
 
         self._vias(msg, course, edits, changes, put_host, now)
 
-        for h in msg.headers:
+        for h in msg.headers if addresses else ():
             if h.name not in URI_LIST_HEADERS:
                 continue
             for s, e in split_values(data, h.value_start, h.value_end):
@@ -248,7 +251,7 @@ class Rewriter:
                 put_host(na.uri.host, label)
                 _maddr(na.uri.params.get("maddr"), put_host, f"{label} maddr")
 
-        for s, e in sdp_spans(msg):
+        for s, e in sdp_spans(msg) if addresses else ():
             sd = parse_sdp(data, s, e)
             self._sdp(msg, sd, course, edits, changes, media, now)
 
@@ -267,26 +270,31 @@ class Rewriter:
             msg,
         )
 
-    def _nothing_to_do(self, data: bytes, course: _Course, now: float) -> bool:
-        """Cheap pre-check: the datagram looks like SIP, no address-like token anywhere in it
-        maps to anything, and no Via of it waits to be restored. Raises SipParseError for
-        what does not look like SIP at all."""
+    def _precheck(self, data: bytes, course: _Course, now: float) -> tuple[bool, bool]:
+        """Cheap pre-check: (some address-like token in the message maps to something, some
+        Via of it waits to be restored). The token scan is a superset of every place the full
+        rewrite looks, so (False, False) means there is nothing to do. Raises SipParseError
+        for what does not look like SIP at all."""
         start = _START_LINE.match(data)
         if start is None or (b"\r\n\r\n" not in data and b"\n\n" not in data):
             raise SipParseError("not a SIP message (no request or status line, or no end of headers)", 0)
+        addresses = False
         for token in set(_ADDRESS_TOKEN.findall(data)):
             text = token.decode("latin-1")
             addr = parse_ip(text)
             if addr is None and ":" in text:  # IPv4 address with a port
                 addr = parse_ip(text.rsplit(":", 1)[0])
             if addr is not None and course.map_host(addr) is not None:
-                return False
+                addresses = True
+                break
+        restore = False
         if start.group(1) is not None and len(self.vias):  # a response
             back = course.from_side.other
             for branch in _BRANCH.findall(data):
                 if self.vias.recall(branch.decode("latin-1"), back, now) is not None:
-                    return False
-        return True
+                    restore = True
+                    break
+        return addresses, restore
 
     def _vias(self, msg, course, edits, changes, put_host, now) -> None:  # type: ignore[no-untyped-def]
         data = msg.data

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import multiprocessing.connection
-import selectors
+import select
 import signal
 import socket
 import time
@@ -26,7 +26,6 @@ from .media import RelayStream
 from .plan import Side
 
 log = logging.getLogger("sipnat46.relay")
-BURST = 64  # datagrams read per socket per wake-up
 
 
 class MediaRelay(Protocol):
@@ -114,7 +113,15 @@ class _Leg:
     far: tuple[str, int] | None
     far_rtcp: tuple[str, int] | None
     allowed: set[str]
-    latched: list[tuple[str, int] | None] = field(default_factory=lambda: [None, None])
+    latched: list[tuple | None] = field(default_factory=lambda: [None, None])  # type: ignore[type-arg]
+    other: _Leg | None = None
+
+    def socks(self) -> tuple[socket.socket, socket.socket]:
+        return (self.rtp, self.rtcp)
+
+    def target(self, kind: int) -> tuple | None:  # type: ignore[type-arg]
+        """Where this side really sends from (latched), else what its SDP says."""
+        return self.latched[kind] or (self.far_rtcp if kind else self.far)
 
 
 @dataclass
@@ -136,11 +143,13 @@ class _Relay:
     def __init__(self, conn: multiprocessing.connection.Connection, timeout: float) -> None:
         self.conn = conn
         self.timeout = timeout
-        self.sel = selectors.DefaultSelector()
-        self.sel.register(conn, selectors.EVENT_READ, None)
+        self.ep = select.epoll()
+        self.ep.register(conn.fileno(), select.EPOLLIN)
+        # fd -> (stream, receiving leg, kind, receiving socket, sending socket)
+        self.handlers: dict[int, tuple[_Stream, _Leg, int, socket.socket, socket.socket]] = {}
         self.streams: dict[tuple[str, int], _Stream] = {}
-        self.stats = {"forwarded": 0, "rejected": 0, "no_target": 0, "streams": 0, "sockets": 0}
-        self.buf = bytearray(65536)
+        self.stats = {"streams": 0, "sockets": 0}
+        self.forwarded = self.rejected = self.no_target = 0
         self.running = True
 
     def update(self, snap: tuple) -> None:  # type: ignore[type-arg]
@@ -161,9 +170,12 @@ class _Relay:
                     leg.rtcp.close()
                 return
             stream = self.streams[key] = _Stream(call_id, built, time.monotonic())
+            built["inside"].other, built["outside"].other = built["outside"], built["inside"]
             for leg in built.values():
-                self.sel.register(leg.rtp, selectors.EVENT_READ, (stream, leg, 0))
-                self.sel.register(leg.rtcp, selectors.EVENT_READ, (stream, leg, 1))
+                assert leg.other is not None
+                for kind, sock in enumerate(leg.socks()):
+                    self.handlers[sock.fileno()] = (stream, leg, kind, sock, leg.other.socks()[kind])
+                    self.ep.register(sock.fileno(), select.EPOLLIN)
             self.stats["sockets"] += 4
             return
         for side, _addr, _port, far, far_rtcp, allowed in legs:
@@ -177,38 +189,37 @@ class _Relay:
         for key in gone:
             for leg in self.streams.pop(key).legs.values():
                 for s in (leg.rtp, leg.rtcp):
-                    self.sel.unregister(s)
+                    self.handlers.pop(s.fileno(), None)
+                    self.ep.unregister(s.fileno())
                     s.close()
+                leg.other = None
                 self.stats["sockets"] -= 2
         return gone  # type: ignore[return-value]
 
-    def forward(self, stream: _Stream, leg: _Leg, kind: int) -> None:
-        sock = leg.rtcp if kind else leg.rtp
-        other = stream.legs["outside" if leg.side == "inside" else "inside"]
-        out = other.rtcp if kind else other.rtp
-        buf = self.buf
-        for _ in range(BURST):
-            try:
-                n, src = sock.recvfrom_into(buf)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:  # ICMP errors surface here; the next datagram may be fine
-                continue
-            ip = src[0]
-            if ip not in leg.allowed:
-                self.stats["rejected"] += 1
-                continue
-            leg.latched[kind] = (ip, src[1])
-            target = other.latched[kind] or (other.far_rtcp if kind else other.far)
-            if target is None:
-                self.stats["no_target"] += 1
-                continue
-            try:
-                out.sendto(memoryview(buf)[:n], target)
-                self.stats["forwarded"] += 1
-            except OSError:
-                self.stats["no_target"] += 1
-            stream.last = time.monotonic()
+    def forward(self, fd: int, now: float) -> None:
+        """One datagram from one leg (epoll is level-triggered: more data wakes us again).
+        The per-packet path: kept to a handful of operations, counters as plain attributes."""
+        stream, leg, kind, sock, out = self.handlers[fd]
+        try:
+            data, src = sock.recvfrom(2048)
+        except OSError:  # nothing after all, or an ICMP error: the next datagram may be fine
+            return
+        if src[0] not in leg.allowed:
+            self.rejected += 1
+            return
+        leg.latched[kind] = src
+        other = leg.other
+        target = other.latched[kind] or (other.far_rtcp if kind else other.far)  # type: ignore[union-attr]
+        if target is None:
+            self.no_target += 1
+            return
+        try:
+            out.sendto(data, target)
+        except OSError:
+            self.no_target += 1
+            return
+        self.forwarded += 1
+        stream.last = now
 
     def sweep(self) -> None:
         now = time.monotonic()
@@ -218,14 +229,17 @@ class _Relay:
                 self.conn.send(("expired", stream.call_id))
 
     def run(self) -> None:
+        conn_fd = self.conn.fileno()
         next_sweep = time.monotonic() + 1
+        poll, forward = self.ep.poll, self.forward
         while self.running:
-            for key, _ in self.sel.select(0.5):
-                if key.data is None:
-                    self.control()
-                else:
-                    self.forward(*key.data)
+            events = poll(0.5)
             now = time.monotonic()
+            for fd, _ in events:
+                if fd == conn_fd:
+                    self.control()
+                elif fd in self.handlers:
+                    forward(fd, now)
             if now >= next_sweep:
                 self.sweep()
                 next_sweep = now + 1
@@ -243,7 +257,8 @@ class _Relay:
                 self.close_call(msg[1])
             elif msg[0] == "stats":
                 self.stats["streams"] = len(self.streams)
-                self.conn.send(("stats", dict(self.stats)))
+                figures = {"forwarded": self.forwarded, "rejected": self.rejected, "no_target": self.no_target}
+                self.conn.send(("stats", {**self.stats, **figures}))
             elif msg[0] == "stop":
                 self.running = False
 
