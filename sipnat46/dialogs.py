@@ -54,18 +54,28 @@ class CallTracker:
     """
 
     CAPACITY = 200000
+    LINGER = 32.0  # RFC 3261 Timer B/F: retransmissions of an ended call stop by then
 
     def __init__(self) -> None:
         self.answered: OrderedDict[str, IPAddress | None] = OrderedDict()
+        self.ended: OrderedDict[str, float] = OrderedDict()
 
-    def observe(self, msg: SipMessage, stand_in: IPAddress | None = None) -> bool:
-        """Record one message; True when it ends its call."""
+    def observe(self, msg: SipMessage, stand_in: IPAddress | None = None, now: float = 0.0) -> bool:
+        """Record one message; True when it ends its call, or belongs to one that ended (a
+        late retransmission must not leave relay legs behind)."""
         call_id = msg.header_text(CALL_ID)
         if call_id is None:
             return False
+        while self.ended and next(iter(self.ended.values())) < now:
+            self.ended.popitem(last=False)
+        if call_id in self.ended:
+            return True
         if msg.is_request:
             if msg.method in ("BYE", "CANCEL"):
                 self.answered.pop(call_id, None)
+                self.ended[call_id] = now + self.LINGER
+                while len(self.ended) > self.CAPACITY:
+                    self.ended.popitem(last=False)
                 return True
             return False
         cseq = (msg.header_text(CSEQ) or "").split()

@@ -62,6 +62,7 @@ class Counters:
     unchanged: int = 0
     unparsed: int = 0  # not SIP we can parse: passed through untouched
     truncated: int = 0  # bigger than the queue's copy: passed through untouched
+    fragments: int = 0  # not reassembled before the queue: passed through untouched
     not_udp: int = 0
     refused: int = 0  # no stand-in or no egress address: passed through
     errors: int = 0  # unexpected exceptions (still accepted)
@@ -88,7 +89,7 @@ class InlineEngine:
         self.calls = CallTracker()
         self.refusals: set[str] = set()
 
-    def _media(self, out: Outcome) -> None:
+    def _media(self, out: Outcome, now: float) -> None:
         """Tell the relay about legs this message set up, and free what its call ended."""
         msg = out.message
         media: MediaSessions | None = self.rewriter.media
@@ -96,7 +97,7 @@ class InlineEngine:
             return
         call_id = msg.header_text(CALL_ID) or ""
         peer = out.src if out.translated and out.src is not None and out.src.version == 4 else None
-        if self.calls.observe(msg, peer):
+        if self.calls.observe(msg, peer, now):
             media.release(call_id)
             if self.relay is not None:
                 self.relay.close(call_id)
@@ -122,8 +123,13 @@ class InlineEngine:
         try:
             d = parse_datagram(buf)
         except PacketError as exc:
-            c.truncated += "truncated" in str(exc)
-            c.unparsed += "truncated" not in str(exc)
+            # truncated by the queue's copy, a fragment, or junk: passed on as it came
+            if exc.kind == "truncated":
+                c.truncated += 1
+            elif exc.kind == "fragment":
+                c.fragments += 1
+            else:
+                c.unparsed += 1
             return ACCEPT
         if d.proto != 17:
             c.not_udp += 1
@@ -148,7 +154,7 @@ class InlineEngine:
                 self.refusals.add(reason)
                 log.warning("passed unmodified: %s", reason)
             return ACCEPT
-        self._media(out)
+        self._media(out, now)
         if out.translated:
             src = out.src
             if src is None:

@@ -19,7 +19,15 @@ _FRAGMENT = 44
 
 
 class PacketError(Sipnat46Error):
-    """A packet is too short, truncated, or not something we rewrite."""
+    """A packet is too short, truncated, or not something we rewrite.
+
+    ``kind`` is "truncated" (the queue copied less than the IP length says), "fragment"
+    (not a whole datagram) or "malformed".
+    """
+
+    def __init__(self, what: str, kind: str = "malformed") -> None:
+        self.kind = kind
+        super().__init__(what)
 
 
 @dataclass(slots=True)
@@ -46,9 +54,9 @@ def parse_datagram(buf: bytes) -> Datagram:
         ihl = (buf[0] & 0x0F) * 4
         total = struct.unpack_from("!H", buf, 2)[0]
         if total > len(buf):
-            raise PacketError(f"truncated: IP says {total} bytes, queue gave {len(buf)}")
+            raise PacketError(f"truncated: IP says {total} bytes, queue gave {len(buf)}", "truncated")
         if struct.unpack_from("!H", buf, 6)[0] & 0x3FFF:
-            raise PacketError("IPv4 fragment")
+            raise PacketError("IPv4 fragment", "fragment")
         proto = buf[9]
         src: IPAddress = ipaddress.IPv4Address(buf[12:16])
         dst: IPAddress = ipaddress.IPv4Address(buf[16:20])
@@ -59,7 +67,7 @@ def parse_datagram(buf: bytes) -> Datagram:
             raise PacketError("packet shorter than an IPv6 header")
         total = 40 + struct.unpack_from("!H", buf, 4)[0]
         if total > len(buf):
-            raise PacketError(f"truncated: IPv6 says {total} bytes, queue gave {len(buf)}")
+            raise PacketError(f"truncated: IPv6 says {total} bytes, queue gave {len(buf)}", "truncated")
         proto = buf[6]
         off = 40
         while proto in _IPV6_EXT:
@@ -68,7 +76,7 @@ def parse_datagram(buf: bytes) -> Datagram:
             proto, hlen = buf[off], (buf[off + 1] + 1) * 8
             off += hlen
         if proto == _FRAGMENT:
-            raise PacketError("IPv6 fragment")
+            raise PacketError("IPv6 fragment", "fragment")
         src = ipaddress.IPv6Address(buf[8:24])
         dst = ipaddress.IPv6Address(buf[24:40])
         family = 6

@@ -257,7 +257,11 @@ class _Relay:
                 self.close_call(msg[1])
             elif msg[0] == "stats":
                 self.stats["streams"] = len(self.streams)
-                figures = {"forwarded": self.forwarded, "rejected": self.rejected, "no_target": self.no_target}
+                figures = {
+                    "forwarded": self.forwarded,
+                    "rejected": self.rejected,
+                    "no_target": self.no_target,
+                }
                 self.conn.send(("stats", {**self.stats, **figures}))
             elif msg[0] == "stop":
                 self.running = False

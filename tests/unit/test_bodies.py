@@ -96,3 +96,22 @@ def test_relay_legs_pairs_and_release() -> None:
         assert "all in use" in str(exc)
     else:
         raise AssertionError("the range should be exhausted")
+
+
+def test_call_tracker_ends_calls_and_ignores_late_retransmissions() -> None:
+    from sipnat46.dialogs import CallTracker
+
+    def msg(first: bytes, cseq: bytes) -> object:
+        return parse_message(first + b"\r\nCall-ID: c1\r\nCSeq: " + cseq + b"\r\nContent-Length: 0\r\n\r\n")
+
+    t = CallTracker()
+    assert not t.observe(msg(b"INVITE sip:a@b SIP/2.0", b"1 INVITE"), None, 0.0)  # type: ignore[arg-type]
+    assert not t.observe(msg(b"SIP/2.0 200 OK", b"1 INVITE"), ip("100.64.46.9"), 1.0)  # type: ignore[arg-type]
+    assert t.stand_ins_in_use() == {ip("100.64.46.9")}
+    assert not t.observe(msg(b"SIP/2.0 488 Not Here", b"2 INVITE"), None, 2.0)  # type: ignore[arg-type]  # failed re-INVITE
+    assert t.observe(msg(b"BYE sip:a@b SIP/2.0", b"3 BYE"), None, 3.0)  # type: ignore[arg-type]
+    assert t.stand_ins_in_use() == frozenset()
+    assert t.observe(msg(b"SIP/2.0 200 OK", b"1 INVITE"), None, 4.0)  # type: ignore[arg-type]  # late retransmission
+    assert not t.observe(msg(b"SIP/2.0 200 OK", b"1 INVITE"), None, 100.0)  # type: ignore[arg-type]  # long after
+    t2 = CallTracker()
+    assert t2.observe(msg(b"SIP/2.0 486 Busy Here", b"1 INVITE"), None, 0.0)  # type: ignore[arg-type]  # never answered
