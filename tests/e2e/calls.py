@@ -70,6 +70,29 @@ class CallResult:
     rtp_to_uac: int
 
 
+def start_call(
+    work: Path,
+    caller: Side,
+    callee: Side,
+    *,
+    target: str | None = None,
+    duration_ms: int = 1500,
+    flow: str | None = None,
+) -> tuple[SippRun, SippRun]:
+    """Start the callee's sipp UAS, then the caller's UAC; returns (uac, uas) still running."""
+    uas = sipp(
+        callee.ns, "uas", work, local=callee.local, media=callee.media, media_port=callee.media_port,
+        keys=callee.keys, port=callee.port, scenario=f"uas_{flow}.xml" if flow else None,
+    )  # fmt: skip
+    time.sleep(0.4)
+    uac = sipp(
+        caller.ns, "uac", work, local=caller.local, media=caller.media, media_port=caller.media_port,
+        keys=caller.keys, target=target or callee.target, port=caller.port, duration_ms=duration_ms,
+        scenario=f"uac_{flow}.xml" if flow and (SCENARIOS / f"uac_{flow}.xml").exists() else None,
+    )  # fmt: skip
+    return uac, uas
+
+
 def call(  # type: ignore[no-untyped-def]
     work: Path,
     caller: Side,
@@ -87,31 +110,7 @@ def call(  # type: ignore[no-untyped-def]
     to_uas = Counter(callee.ns, callee.family, "INPUT", f"--dport {callee.media_port}")
     to_uac = Counter(caller.ns, caller.family, "INPUT", f"--dport {caller.media_port}")
     try:
-        uas = sipp(
-            callee.ns,
-            "uas",
-            work,
-            local=callee.local,
-            media=callee.media,
-            media_port=callee.media_port,
-            keys=callee.keys,
-            port=callee.port,
-            scenario=f"uas_{flow}.xml" if flow else None,
-        )
-        time.sleep(0.4)
-        uac = sipp(
-            caller.ns,
-            "uac",
-            work,
-            local=caller.local,
-            media=caller.media,
-            media_port=caller.media_port,
-            keys=caller.keys,
-            target=target or callee.target,
-            port=caller.port,
-            duration_ms=duration_ms,
-            scenario=f"uac_{flow}.xml" if flow and (SCENARIOS / f"uac_{flow}.xml").exists() else None,
-        )
+        uac, uas = start_call(work, caller, callee, target=target, duration_ms=duration_ms, flow=flow)
         if during is not None:
             during()
         uac_rc = uac.wait(60)

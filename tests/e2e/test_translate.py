@@ -13,8 +13,8 @@ from pathlib import Path
 from sipnat46.sdp import parse_sdp
 from sipnat46.sip.body import sdp_spans
 from sipnat46.sip.message import SipMessage, parse_message
-from tests.e2e.calls import CallResult, call, plain
-from tests.e2e.lab import ROOT, SCENARIOS, Counter, first, instance, ns, ns_popen, sipp, status
+from tests.e2e.calls import CallResult, call, plain, start_call
+from tests.e2e.lab import ROOT, SCENARIOS, Counter, first, instance, ns, ns_popen, status
 from tests.e2e.test_fixup import RTP_MIN, assert_only, no_literal_of_family
 
 CONFIG = (
@@ -202,27 +202,7 @@ def test_no_open_relay(work: Path) -> None:
     got_marker = Counter("pbx", 4, "INPUT", f"-m string --string {marker} --algo bm")
     try:
         with instance("gw", CONFIG, work, "open") as cfg:
-            uas = sipp(
-                "v6peer",
-                "uas",
-                work,
-                local="2001:db8:1::20",
-                media="2001:db8:1::20",
-                media_port=6000,
-                keys=v6peer().keys,
-            )
-            time.sleep(0.4)
-            uac = sipp(
-                "pbx",
-                "uac",
-                work,
-                local="192.0.2.10",
-                media="192.0.2.10",
-                media_port=7000,
-                keys=pbx().keys,
-                target=STAND_IN,
-                duration_ms=2500,
-            )
+            uac, uas = start_call(work, pbx(), v6peer(), target=STAND_IN, duration_ms=2500)
             time.sleep(1.0)
             relay_port = media_of(first(uas.received(), "INVITE"))[1]
             for port in (relay_port, relay_port + 1):
@@ -361,27 +341,7 @@ def test_rtcp_is_relayed_both_ways(work: Path) -> None:
     at_pbx = Counter("pbx", 4, "INPUT", "--dport 7101")
     try:
         with instance("gw", CONFIG, work, "rtcp"):
-            uas = sipp(
-                "v6peer",
-                "uas",
-                work,
-                local="2001:db8:1::20",
-                media="2001:db8:1::20",
-                media_port=6000,
-                keys=v6peer().keys,
-            )
-            time.sleep(0.4)
-            uac = sipp(
-                "pbx",
-                "uac",
-                work,
-                local="192.0.2.10",
-                media="192.0.2.10",
-                media_port=7000,
-                keys=pbx().keys,
-                target=STAND_IN,
-                duration_ms=3000,
-            )
+            uac, uas = start_call(work, pbx(), v6peer(), target=STAND_IN, duration_ms=3000)
             time.sleep(1.2)
             inside_leg = media_of(first(uac.received(), "SIP/2.0 200"))[1]
             outside_leg = media_of(first(uas.received(), "INVITE"))[1]
