@@ -269,3 +269,30 @@ def test_oversized_datagram_passes_unmodified_and_is_counted(work: Path) -> None
     assert bytes.fromhex(out.decode()) == invite  # delivered whole and untouched
     # without conntrack nothing reassembles: the first fragment reaches the queue
     assert c["truncated"] + c["fragments"] >= 1 and c["rewritten"] == 0 and c["errors"] == 0
+
+
+def test_gateway_masquerading_ipv6_writes_the_box_address(work: Path) -> None:
+    """When the box masquerades a family, the egress address is its own address towards the
+    destination (kernel route lookup), not the PBX's: what the far end sees on the wire."""
+    masq = GATEWAY.replace("[media]", '[outside]\nmasquerade = ["ipv6"]\n\n[media]')
+    ns("gw", "ip6tables", "-t", "nat", "-A", "POSTROUTING", "-o", "dsp0", "-j", "MASQUERADE")
+    try:
+        with instance("gw", masq, work, "gwmasq"):
+            res = call(
+                work,
+                rigid("rpbx", "2001:db8:5::10", "192.0.2.130", 7000),
+                plain("dspeer", "2001:db8:3::30", 6000),
+            )
+    finally:
+        ns("gw", "ip6tables", "-t", "nat", "-D", "POSTROUTING", "-o", "dsp0", "-j", "MASQUERADE", check=False)
+    assert res.uac_rc == 0 and res.uas_rc == 0, res.uac.out.read_text()
+    for method in ("INVITE", "ACK", "BYE"):
+        msg = first(res.uas.received(), method)
+        assert_only(msg, "2001:db8:3::1", ("via", "contact"))
+        no_literal_of_family(msg, 4)
+    assert_only(first(res.uas.received(), "INVITE"), "2001:db8:3::1", ("sdp",))
+    # the PBX still gets its own Via back, byte for byte
+    assert first(res.uac.received(), "SIP/2.0 200").header_text("via") == first(
+        res.uac.sent(), "INVITE"
+    ).header_text("via")
+    assert res.rtp_to_uas >= RTP_MIN  # the PBX's media goes out through the masquerade
