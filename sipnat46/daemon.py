@@ -24,7 +24,7 @@ from .inline import Counters, InlineEngine
 from .media import MediaSessions
 from .policy import Rewriter
 from .relay import RelayProcess
-from .routes import RouteCache, ipv6_usable, local_addresses
+from .routes import RouteCache, RouteRefresher, ipv6_usable, local_addresses
 
 log = logging.getLogger("sipnat46")
 STATUS_EVERY = 1.0
@@ -86,8 +86,9 @@ class Daemon:
         self.plan = plan
         self.ipv6 = ipv6_usable()
         media = MediaSessions(*cfg.media_ports) if cfg.relay == "builtin" else None
+        self.routes = RouteCache()
         self.rewriter = Rewriter(
-            plan, egress_lookup=RouteCache(), media=media, vias=ViaMemory(), relay_inside=cfg.relay_inside
+            plan, egress_lookup=self.routes, media=media, vias=ViaMemory(), relay_inside=cfg.relay_inside
         )
         self.rewriter.ipv6_enabled = self.ipv6
         self.relay: RelayProcess | None = None
@@ -144,6 +145,8 @@ class Daemon:
             if self.relay is not None:
                 self.relay.stop()
             raise
+        refresher = RouteRefresher(self.routes)
+        refresher.start()
         try:
             _write_atomic(pidfile(cfg), f"{os.getpid()}\n")
             if self.manage_rules:
@@ -183,6 +186,7 @@ class Daemon:
                 if self.manage_rules:
                     rules.remove(cfg)
             finally:
+                refresher.stop()
                 loop.close()
                 if self.relay is not None:
                     self.relay.stop()

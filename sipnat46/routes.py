@@ -1,13 +1,14 @@
 """Route lookups: which source address the kernel would use towards a destination.
 
-I/O shell (runs ``ip route get``); results are cached briefly so a route change is
-picked up within seconds without a lookup per packet.
+I/O shell (runs ``ip route get``); results are cached and refreshed in the background, so a
+route change is picked up within seconds without a lookup in the way of a packet.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 
@@ -40,29 +41,63 @@ def kernel_source_for(dst: IPAddress) -> IPAddress | None:
 
 
 class RouteCache:
-    """Memoises ``lookup`` per destination for ``ttl`` seconds."""
+    """Memoises ``lookup`` per destination. Only the first packet to a new destination waits
+    for a lookup; afterwards a stale entry is still answered at once and refreshed by
+    ``refresh_stale`` (the daemon runs it off the packet path), so a route change is picked
+    up within ``ttl`` seconds or so without a lookup in the way of a packet."""
 
     def __init__(
         self,
         lookup: Callable[[IPAddress], IPAddress | None] = kernel_source_for,
         ttl: float = CACHE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        capacity: int = 4096,
     ) -> None:
         self.lookup = lookup
         self.ttl = ttl
         self.clock = clock
+        self.capacity = capacity
         self._cache: dict[IPAddress, tuple[IPAddress | None, float]] = {}
+        self._lock = threading.Lock()
 
     def __call__(self, dst: IPAddress) -> IPAddress | None:
-        now = self.clock()
         hit = self._cache.get(dst)
-        if hit is not None and hit[1] > now:
+        if hit is not None:
             return hit[0]
         src = self.lookup(dst)
-        if len(self._cache) > 4096:
-            self._cache.clear()
-        self._cache[dst] = (src, now + self.ttl)
+        with self._lock:
+            if len(self._cache) >= self.capacity:
+                self._cache.clear()
+            self._cache[dst] = (src, self.clock() + self.ttl)
         return src
+
+    def refresh_stale(self) -> int:
+        """Look up again every entry older than ``ttl``; returns how many were refreshed."""
+        now = self.clock()
+        stale = [dst for dst, (_, expires) in list(self._cache.items()) if expires <= now]
+        for dst in stale:
+            src = self.lookup(dst)
+            with self._lock:
+                self._cache[dst] = (src, self.clock() + self.ttl)
+        return len(stale)
+
+
+class RouteRefresher(threading.Thread):
+    """Keeps a RouteCache fresh from a thread of its own (lookups run ``ip``, which releases
+    the GIL), so the queue loop never waits for one after the first packet."""
+
+    def __init__(self, cache: RouteCache, every: float = 1.0) -> None:
+        super().__init__(name="sipnat46-routes", daemon=True)
+        self.cache = cache
+        self.every = every
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.every):
+            self.cache.refresh_stale()
+
+    def stop(self) -> None:
+        self.stopped.set()
 
 
 def local_addresses() -> frozenset[IPAddress]:

@@ -115,3 +115,24 @@ def test_call_tracker_ends_calls_and_ignores_late_retransmissions() -> None:
     assert not t.observe(msg(b"SIP/2.0 200 OK", b"1 INVITE"), None, 100.0)  # type: ignore[arg-type]  # long after
     t2 = CallTracker()
     assert t2.observe(msg(b"SIP/2.0 486 Busy Here", b"1 INVITE"), None, 0.0)  # type: ignore[arg-type]  # never answered
+
+
+def test_route_cache_answers_stale_entries_and_refreshes_them_apart() -> None:
+    from sipnat46.routes import RouteCache
+
+    now = [0.0]
+    answers = {ip("2001:db8::9"): ip("2001:db8::1")}
+    calls: list[object] = []
+
+    def lookup(dst):  # type: ignore[no-untyped-def]
+        calls.append(dst)
+        return answers.get(dst)
+
+    cache = RouteCache(lookup, ttl=5.0, clock=lambda: now[0])
+    assert cache(ip("2001:db8::9")) == ip("2001:db8::1") and len(calls) == 1
+    now[0] = 10.0
+    answers[ip("2001:db8::9")] = ip("2001:db8::2")  # the route changed
+    assert cache(ip("2001:db8::9")) == ip("2001:db8::1") and len(calls) == 1  # no lookup in the way
+    assert cache.refresh_stale() == 1
+    assert cache(ip("2001:db8::9")) == ip("2001:db8::2") and len(calls) == 2
+    assert cache.refresh_stale() == 0
