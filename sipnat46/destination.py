@@ -6,7 +6,7 @@ from .errors import SipParseError
 from .sip.addrs import parse_name_addr, split_values
 from .sip.headers import VIA
 from .sip.message import SipMessage
-from .sip.uri import IPAddress, parse_uri
+from .sip.uri import IPAddress
 from .sip.via import parse_via_values
 
 
@@ -19,7 +19,7 @@ def implied_destination(msg: SipMessage) -> IPAddress:
             spans = split_values(data, route.value_start, route.value_end)
             uri = parse_name_addr(data, *spans[0]).uri if spans else None
         else:
-            uri = parse_uri(data, msg.uri_start, msg.uri_end)
+            uri = msg.uri
         host = uri.host if uri is not None else None
         addr = host.address if host is not None else None
         if addr is None:

@@ -19,7 +19,7 @@ from .sip.addrs import parse_name_addr, split_values
 from .sip.body import sdp_spans
 from .sip.headers import CALL_ID, URI_LIST_HEADERS, VIA
 from .sip.message import Edits, SipMessage, finish, parse_message
-from .sip.uri import Host, IPAddress, format_address, format_host, parse_ip, parse_uri
+from .sip.uri import Host, IPAddress, format_address, format_host, parse_ip
 from .sip.via import Via, parse_via_values
 
 # Anything that could be an IPv4 or IPv6 literal (a superset: parse_ip decides).
@@ -232,8 +232,8 @@ class Rewriter:
             changes.append((what, host.text, new))
             return True
 
-        if msg.is_request and addresses:
-            uri = parse_uri(data, msg.uri_start, msg.uri_end)
+        if msg.is_request and addresses and msg.uri is not None:
+            uri = msg.uri
             if uri.host is not None:
                 put_host(uri.host, "Request-URI")
             _maddr(uri.params.get("maddr"), put_host, "Request-URI maddr")

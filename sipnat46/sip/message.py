@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from ..errors import SipParseError
 from .headers import CONTENT_LENGTH, canonical_name
-from .uri import parse_uri
+from .uri import Uri, parse_uri
 
 _TOKEN_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
 
@@ -43,6 +43,7 @@ class SipMessage:
     headers: list[HeaderField]
     body_start: int
     body_end: int
+    uri: Uri | None = None  # the Request-URI, parsed
 
     @property
     def is_request(self) -> bool:
@@ -87,6 +88,7 @@ def parse_message(data: bytes) -> SipMessage:
     start_line = data[:line_end].rstrip(b"\r")
     method: str | None = None
     status: int | None = None
+    request_uri: Uri | None = None
     uri_start = uri_end = 0
     if start_line.startswith(b"SIP/"):
         parts = start_line.split(b" ", 2)
@@ -117,7 +119,7 @@ def parse_message(data: bytes) -> SipMessage:
             raise SipParseError("empty Request-URI", sp)
         if any(c in b" \t" for c in start_line[uri_start:uri_end]):
             raise SipParseError("whitespace inside the Request-URI", uri_start)
-        parse_uri(data, uri_start, uri_end)  # a Request-URI we could not rewrite is an error now
+        request_uri = parse_uri(data, uri_start, uri_end)  # one we could not rewrite: an error now
     headers = _parse_headers(data, line_end + 1, head_end)
     body_end = len(data)
     lengths = [h for h in headers if h.name == CONTENT_LENGTH]
@@ -132,7 +134,7 @@ def parse_message(data: bytes) -> SipMessage:
         if body_start + length > len(data):
             raise SipParseError("Content-Length larger than the message", lengths[0].value_start)
         body_end = body_start + length
-    return SipMessage(data, method, status, uri_start, uri_end, headers, body_start, body_end)
+    return SipMessage(data, method, status, uri_start, uri_end, headers, body_start, body_end, request_uri)
 
 
 # One header field: token name, colon, value with folded continuation lines (RFC 3261 7.3.1).

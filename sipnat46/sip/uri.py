@@ -113,6 +113,8 @@ def parse_host(data: bytes, pos: int, end: int, *, stops: frozenset[int] = _HOST
     return host
 
 
+_KNOWN_SCHEMES = frozenset({"sip", "sips", "tel"})
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")  # RFC 3986 section 3.1
 _PARAM = re.compile(rb";([^=;?> \t]*)(?:=([^;?>, \t\r\n]*))?")
 
 
@@ -122,7 +124,7 @@ def parse_uri(data: bytes, start: int, end: int) -> Uri:
     if colon <= start:
         raise SipParseError("URI without a scheme", start)
     scheme = data[start:colon].decode("latin-1").lower()
-    if not scheme[0].isalpha() or not all(c.isalnum() or c in "+-." for c in scheme):
+    if scheme not in _KNOWN_SCHEMES and _SCHEME.fullmatch(scheme) is None:
         raise SipParseError("bad URI scheme", start)
     if scheme not in ("sip", "sips"):
         return Uri(scheme, start, end, None)
