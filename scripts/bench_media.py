@@ -32,11 +32,11 @@ HARNESS = """
 import ipaddress, json, sys
 from sipnat46.media import Endpoint, MediaSessions
 from sipnat46.plan import Side
-from sipnat46.relay import RelayProcess
-n = int(sys.argv[1])
+from sipnat46.relay import RelayPool
+n, workers = int(sys.argv[1]), int(sys.argv[2])
 ip = ipaddress.ip_address
 media = MediaSessions(30000, 39999)
-relay = RelayProcess(3600)
+relay = RelayPool(3600, workers)
 addrs = {Side.INSIDE: ip("%s"), Side.OUTSIDE: ip("%s")}
 legs = []
 for i in range(n):
@@ -116,14 +116,22 @@ def relayed(name: str, work: Path, legs: list[list[int]], seconds: float) -> dic
     return row(name, gens(work, ("pbx", PBX, plan_a), ("v6peer", PEER, plan_b), seconds), seconds)
 
 
-def builtin(work: Path, n: int, seconds: float) -> dict:  # type: ignore[type-arg]
+def builtin(work: Path, n: int, seconds: float, workers: int) -> dict:  # type: ignore[type-arg]
     h = ns_popen(
-        "gw", sys.executable, "-c", HARNESS, str(n), stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT
+        "gw",
+        sys.executable,
+        "-c",
+        HARNESS,
+        str(n),
+        str(workers),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
     )
     legs = json.loads(h.stdout.readline())  # type: ignore[union-attr]
     time.sleep(0.5)
     try:
-        return relayed("sipnat46 built-in relay v4<->v6", work, legs, seconds)
+        return relayed(f"sipnat46 built-in relay, {workers} proc", work, legs, seconds)
     finally:
         h.stdin.close()  # type: ignore[union-attr]
         h.wait(10)
@@ -262,6 +270,7 @@ def main() -> None:
     ap.add_argument("--streams", type=int, default=500)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--calls", type=int, default=1000)
+    ap.add_argument("--workers", default="1,2", help="relay processes to try, e.g. 1,2")
     args = ap.parse_args()
     lab("down")
     lab("up")
@@ -277,7 +286,8 @@ def main() -> None:
             flush=True,
         )
         direct(work, n, d)
-        builtin(work, n, d)
+        for workers in (int(w) for w in args.workers.split(",")):
+            builtin(work, n, d, workers)
         rtpengine(work, n, d)
         print(f"memory with {args.calls} relayed calls (set up through SIP by sipp):", flush=True)
         memory_with_calls(work, args.calls)

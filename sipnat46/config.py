@@ -6,6 +6,7 @@ Every problem is a ConfigError naming the dotted key, e.g. ``inside.pbx[1]: not 
 from __future__ import annotations
 
 import ipaddress
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ _SCHEMA: dict[str, set[str] | None] = {
     "outside": {"ipv4", "ipv6", "masquerade"},
     "stand_ins": {"pool", "idle_timeout", "per_source_cap", "max_dynamic"},
     "peers": {"name", "ipv6", "stand_in"},
-    "media": {"relay", "ports", "inside_ipv4", "timeout"},
+    "media": {"relay", "ports", "inside_ipv4", "timeout", "workers"},
     "queue": {"number", "max_len", "rcvbuf"},
 }
 
@@ -51,6 +52,7 @@ class Config:
     media_ports: tuple[int, int] = (30000, 39999)
     relay_inside: ipaddress.IPv4Address | None = None
     media_timeout: float = 60.0
+    relay_workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
     queue: int = 46
     queue_max_len: int = 4096
     rcvbuf: int = 8 * 1024 * 1024
@@ -229,6 +231,8 @@ def parse(doc: dict[str, Any]) -> Config:
         cfg.relay_inside = _addr(media["inside_ipv4"], "media.inside_ipv4", 4)  # type: ignore[assignment]
     if "timeout" in media:
         cfg.media_timeout = _number(media["timeout"], "media.timeout")
+    if "workers" in media:
+        cfg.relay_workers = _int(media["workers"], "media.workers", 1, 64)
 
     queue = _table(doc, "queue")
     if "number" in queue:

@@ -23,7 +23,7 @@ from .dialogs import ViaMemory
 from .inline import Counters, InlineEngine
 from .media import MediaSessions
 from .policy import Rewriter
-from .relay import RelayProcess
+from .relay import RelayPool
 from .routes import RouteCache, RouteRefresher, ipv6_usable, local_addresses
 
 log = logging.getLogger("sipnat46")
@@ -91,7 +91,7 @@ class Daemon:
             plan, egress_lookup=self.routes, media=media, vias=ViaMemory(), relay_inside=cfg.relay_inside
         )
         self.rewriter.ipv6_enabled = self.ipv6
-        self.relay: RelayProcess | None = None
+        self.relay: RelayPool | None = None
         self.engine = InlineEngine(self.rewriter, cfg.sip_ports, self.counters)
 
     def _stop(self, signum: int, _frame: object) -> None:
@@ -120,7 +120,7 @@ class Daemon:
             "via_memory": len(self.rewriter.vias),
             "relay": {
                 "legs": self.rewriter.media.active_legs if self.rewriter.media else 0,
-                **(self.relay._last_stats if self.relay is not None else {}),
+                **(self.relay.last_stats if self.relay is not None else {}),
             },
         }
 
@@ -138,7 +138,7 @@ class Daemon:
                 "happen; IPv4 SIP and its media pass as before"
             )
         if cfg.relay == "builtin":
-            self.relay = self.engine.relay = RelayProcess(cfg.media_timeout)
+            self.relay = self.engine.relay = RelayPool(cfg.media_timeout, cfg.relay_workers)
         try:
             loop = QueueLoop(self.engine, cfg.queue, max_len=cfg.queue_max_len, rcvbuf=cfg.rcvbuf)
         except BaseException:
@@ -158,12 +158,13 @@ class Daemon:
                 os.write(ready_fd, b"ready\n")
                 os.close(ready_fd)
             next_status = next_addrs = time.monotonic()
-            waitables: list[Any] = [loop] + ([self.relay] if self.relay is not None else [])
+            relay_conns = self.relay.waitables if self.relay is not None else []
+            waitables: list[Any] = [loop, *relay_conns]
             while not self.stopping:
                 ready, _, _ = select.select(waitables, [], [], 0.25)
                 if loop in ready:
                     loop.drain()
-                if self.relay is not None and self.relay in ready:
+                if self.relay is not None and len(ready) > (loop in ready):
                     for event in self.relay.events():
                         if event[0] == "expired":
                             self.engine.media_expired(event[1])

@@ -71,10 +71,11 @@ class RelayProcess:
         self.conn.send(("close", call_id))
 
     def stats(self) -> dict[str, int]:
+        """Ask for fresh figures (they arrive through ``events``); return the last ones."""
         self.conn.send(("stats",))
-        return self._last_stats
+        return self.last_stats
 
-    _last_stats: dict[str, int] = {}  # noqa: RUF012 - replaced per instance on first answer
+    last_stats: dict[str, int] = {}  # noqa: RUF012 - replaced per instance on first answer
 
     def events(self) -> list[tuple[str, str]]:
         """Messages from the relay: ("expired", call_id) and ("stats", dict)."""
@@ -85,7 +86,7 @@ class RelayProcess:
             except EOFError:
                 break
             if item[0] == "stats":
-                self._last_stats = item[1]
+                self.last_stats = item[1]
             else:
                 out.append(item)
         return out
@@ -100,6 +101,44 @@ class RelayProcess:
             self.proc.kill()
             self.proc.join()
         self.conn.close()
+
+
+class RelayPool:
+    """Several relay processes, each owning the streams of the calls hashed to it, so media
+    spreads over the cores. Same interface as one RelayProcess."""
+
+    def __init__(self, timeout: float, workers: int = 1) -> None:
+        self.workers = [RelayProcess(timeout) for _ in range(max(1, workers))]
+        self.waitables = [w.conn for w in self.workers]
+
+    def _for(self, call_id: str) -> RelayProcess:
+        return self.workers[hash(call_id) % len(self.workers)]  # stable within this process
+
+    def update(self, stream: RelayStream) -> None:
+        self._for(stream.call_id).update(stream)
+
+    def close(self, call_id: str) -> None:
+        self._for(call_id).close(call_id)
+
+    def events(self) -> list[tuple[str, str]]:
+        return [e for w in self.workers if w.conn.poll() for e in w.events()]
+
+    def stats(self) -> dict[str, int]:
+        for w in self.workers:
+            w.stats()
+        return self.last_stats
+
+    @property
+    def last_stats(self) -> dict[str, int]:
+        total: dict[str, int] = {"workers": len(self.workers)}
+        for w in self.workers:
+            for k, v in w.last_stats.items():
+                total[k] = total.get(k, 0) + v
+        return total
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.stop()
 
 
 # -- the relay process --------------------------------------------------------------------
