@@ -40,7 +40,6 @@ class Emitter:
 
     def __init__(self) -> None:
         self._socks: OrderedDict[tuple[IPAddress, int], socket.socket] = OrderedDict()
-        self.sent = 0
 
     def send(self, payload: bytes, src: IPAddress, sport: int, dst: IPAddress, dport: int) -> None:
         key = (src, sport)
@@ -52,7 +51,6 @@ class Emitter:
         else:
             self._socks.move_to_end(key)
         s.sendto(payload, (str(dst), dport))
-        self.sent += 1
 
     def close(self) -> None:
         for s in self._socks.values():

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from .dialogs import CallTracker
 from .errors import NoEgressAddress, SipParseError, StandInExhausted
-from .media import MediaSessions
+from .media import MediaSessions, PortsExhausted
 from .packet import PacketError, parse_datagram, replace_payload
 from .plan import Side
 from .policy import Outcome, Packet, Rewriter
@@ -147,7 +147,7 @@ class InlineEngine:
             reason = exc.what
             c.by_reason[reason] = c.by_reason.get(reason, 0) + 1
             return ACCEPT
-        except (StandInExhausted, NoEgressAddress) as exc:
+        except (StandInExhausted, NoEgressAddress, PortsExhausted) as exc:
             c.refused += 1
             reason = str(exc)
             if reason not in self.refusals:  # say it once, not once a packet

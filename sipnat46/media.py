@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .errors import Sipnat46Error
 from .plan import Side
 from .sip.uri import IPAddress
 
@@ -43,7 +44,7 @@ class RelayStream:
     legs: dict[Side, RelayLeg] = field(default_factory=dict)
 
 
-class PortsExhausted(Exception):
+class PortsExhausted(Sipnat46Error):
     """No free even/odd port pair left in the relay range."""
 
 
@@ -90,10 +91,6 @@ class MediaSessions:
         own.allowed.add(own.far_rtcp.address)
         return stream.legs[sender.other]
 
-    def leg_at(self, port: int) -> RelayLeg | None:
-        item = self._by_port.get(port)
-        return None if item is None else item[0].legs[item[1]]
-
     def represents(self, address: IPAddress, port: int) -> Endpoint | None:
         """The endpoint a leg of ours stands in for (the far end on the other side)."""
         item = self._by_port.get(port)
@@ -106,9 +103,6 @@ class MediaSessions:
 
     def streams(self, call_id: str) -> list[RelayStream]:
         return [s for (c, _), s in self._streams.items() if c == call_id]
-
-    def call_ids(self) -> set[str]:
-        return {c for c, _ in self._streams}
 
     def release(self, call_id: str) -> int:
         """Free every leg of a call; returns how many ports pairs went back to the range."""

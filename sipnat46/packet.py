@@ -129,18 +129,3 @@ def replace_payload(buf: bytes, d: Datagram, payload: bytes) -> bytes:
     else:
         struct.pack_into("!H", head, 4, len(head) - 40 + ulen)
     return bytes(head) + bytes(udp)
-
-
-def build_udp(src: IPAddress, dst: IPAddress, sport: int, dport: int, payload: bytes, ttl: int = 64) -> bytes:
-    """A fresh IP/UDP packet of the family of ``src`` (for translated messages)."""
-    ulen = 8 + len(payload)
-    udp = bytearray(struct.pack("!HHHH", sport, dport, ulen, 0) + payload)
-    struct.pack_into("!H", udp, 6, udp_checksum(src, dst, bytes(udp)))
-    if src.version == 6:
-        head = struct.pack("!IHBB", 6 << 28, ulen, PROTO_UDP, ttl) + src.packed + dst.packed
-        return head + bytes(udp)
-    head = bytearray(
-        struct.pack("!BBHHHBBH", 0x45, 0, 20 + ulen, 0, 0x4000, ttl, PROTO_UDP, 0) + src.packed + dst.packed
-    )
-    struct.pack_into("!H", head, 10, 0xFFFF ^ checksum(bytes(head)))
-    return bytes(head) + bytes(udp)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .sip.uri import IPAddress
@@ -59,7 +58,7 @@ class StandIns:
         self._dyn_v4: dict[ipaddress.IPv6Address, ipaddress.IPv4Address] = {}
         self._dyn: dict[ipaddress.IPv4Address, DynamicStandIn] = {}
         self._per_source: dict[ipaddress.IPv6Network, int] = {}
-        self._free: Iterable[ipaddress.IPv4Address] | None = None
+        self._cursor = 0  # where the next search for a free pool address starts
 
     def is_stand_in(self, addr: IPAddress) -> bool:
         return addr.version == 4 and (
@@ -113,9 +112,16 @@ class StandIns:
         return v4
 
     def _next_free(self) -> ipaddress.IPv4Address | None:
+        """The next free pool address after the last one handed out (round robin), so an
+        allocation does not walk past every address already in use."""
         assert self.pool is not None
-        for v4 in self.pool.hosts():
+        first = int(self.pool.network_address) + (1 if self.pool.num_addresses > 2 else 0)
+        count = self.pool.num_addresses - (2 if self.pool.num_addresses > 2 else 0)
+        for step in range(count):
+            offset = (self._cursor + step) % count
+            v4 = ipaddress.IPv4Address(first + offset)
             if v4 not in self._dyn and v4 not in self.static_v6:
+                self._cursor = offset + 1
                 return v4
         return None
 

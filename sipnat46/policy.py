@@ -220,7 +220,9 @@ class Rewriter:
         changes: list[Change] = []
         media: list[MediaChange] = []
 
-        def put_host(host: Host, what: str, *, bracket: bool = True) -> bool:
+        def put_host(host: Host | None, what: str, *, bracket: bool = True) -> bool:
+            if host is None:
+                return False
             addr = host.address
             if addr is None:
                 return False
@@ -236,9 +238,9 @@ class Rewriter:
             uri = msg.uri
             if uri.host is not None:
                 put_host(uri.host, "Request-URI")
-            _maddr(uri.params.get("maddr"), put_host, "Request-URI maddr")
+            put_host(uri.params.get("maddr"), "Request-URI maddr")
 
-        self._vias(msg, course, edits, changes, put_host, now)
+        self._vias(msg, course, edits, changes, now)
 
         for h in msg.headers if addresses else ():
             if h.name not in URI_LIST_HEADERS:
@@ -249,7 +251,7 @@ class Rewriter:
                     continue
                 label = h.name.title()
                 put_host(na.uri.host, label)
-                _maddr(na.uri.params.get("maddr"), put_host, f"{label} maddr")
+                put_host(na.uri.params.get("maddr"), f"{label} maddr")
 
         for s, e in sdp_spans(msg) if addresses else ():
             sd = parse_sdp(data, s, e)
@@ -296,7 +298,9 @@ class Rewriter:
                     break
         return addresses, restore
 
-    def _vias(self, msg, course, edits, changes, put_host, now) -> None:  # type: ignore[no-untyped-def]
+    def _vias(
+        self, msg: SipMessage, course: _Course, edits: Edits, changes: list[Change], now: float
+    ) -> None:
         data = msg.data
         back_to = course.from_side
         for h in msg.headers:
@@ -421,20 +425,22 @@ class Rewriter:
 def _memo(fn: HostMap) -> HostMap:
     """``fn`` remembered for one message. The same few addresses recur in every header and
     SDP line, and hashing ipaddress objects is slow; parse_ip hands out one object per text,
-    so identity is a safe key while the message is being rewritten."""
-    cache: dict[int, IPAddress | None] = {}
+    so identity is a fast key. Each entry keeps its address alive, so an id cannot be reused
+    for another address while the memo lives."""
+    cache: dict[int, tuple[IPAddress, IPAddress | None]] = {}
 
     def mapped(addr: IPAddress) -> IPAddress | None:
-        key = id(addr)
-        if key in cache:
-            return cache[key]
-        new = cache[key] = fn(addr)
+        hit = cache.get(id(addr))
+        if hit is not None:
+            return hit[1]
+        new = fn(addr)
+        cache[id(addr)] = (addr, new)
         return new
 
     return mapped
 
 
-def _remap_via(data: bytes, via: Via, map_host: HostMap) -> tuple[Edits, list[str]]:
+def _remap_via(data: bytes, via: Via, map_host: HostMap) -> tuple[Edits, list[Change]]:
     """Edits (relative to the Via entry) of its sent-by, received and maddr hosts."""
     sub = Edits()
     changes: list[Change] = []
@@ -451,11 +457,6 @@ def _remap_via(data: bytes, via: Via, map_host: HostMap) -> tuple[Edits, list[st
         sub.replace(host.start - via.start, host.end - via.start, text.encode())
         changes.append((f"Via {what}", host.text, new))
     return sub, changes
-
-
-def _maddr(host: Host | None, put_host, what: str) -> None:  # type: ignore[no-untyped-def]
-    if host is not None:
-        put_host(host, what)
 
 
 __all__ = ["MediaChange", "Outcome", "Packet", "Rewriter", "SipParseError"]

@@ -75,6 +75,21 @@ def _is_addr(raw: bytes, family: int) -> bool:
         return False
 
 
+def assert_fixed_up(res, egress: str) -> None:  # type: ignore[no-untyped-def]
+    """A rigid PBX's IPv6 call as the far end got it: the call completed; INVITE, ACK and BYE
+    name ``egress`` in Via and Contact and no IPv4 literal; the INVITE's SDP names ``egress``;
+    and the PBX got its own Via back, byte for byte."""
+    assert res.uac_rc == 0 and res.uas_rc == 0, res.uac.out.read_text()
+    got = res.uas.received()
+    for method in ("INVITE", "ACK", "BYE"):
+        msg = first(got, method)
+        assert_only(msg, egress, ("via", "contact"))
+        no_literal_of_family(msg, 4)
+    assert_only(first(got, "INVITE"), egress, ("sdp",))
+    sent_via = first(res.uac.sent(), "INVITE").header_text("via")
+    assert first(res.uac.received(), "SIP/2.0 200").header_text("via") == sent_via
+
+
 def test_host_placement_ipv4_literals_over_ipv6(work: Path) -> None:
     with instance("rpbx", HOST, work, "host6") as cfg:
         res = call(
@@ -83,18 +98,8 @@ def test_host_placement_ipv4_literals_over_ipv6(work: Path) -> None:
             plain("dspeer", "2001:db8:3::30", 6000),
         )
         st = status("rpbx", cfg)
-    assert res.uac_rc == 0 and res.uas_rc == 0, res.uac.out.read_text()
-    got = res.uas.received()
-    for method in ("INVITE", "ACK", "BYE"):
-        msg = first(got, method)
-        assert_only(msg, "2001:db8:5::10", ("via", "contact"))
-        no_literal_of_family(msg, 4)
-    invite = first(got, "INVITE")
-    assert_only(invite, "2001:db8:5::10", ("sdp",))
-    assert b"c=IN IP6 2001:db8:5::10\r\n" in invite.data
-    # the PBX gets its own Via back, byte for byte
-    sent_via = first(res.uac.sent(), "INVITE").header_text("via")
-    assert first(res.uac.received(), "SIP/2.0 200").header_text("via") == sent_via
+    assert_fixed_up(res, "2001:db8:5::10")
+    assert b"c=IN IP6 2001:db8:5::10\r\n" in first(res.uas.received(), "INVITE").data
     assert res.rtp_to_uas >= RTP_MIN and res.rtp_to_uac >= RTP_MIN, (res.rtp_to_uas, res.rtp_to_uac)
     c = st["daemon"]["counters"]
     assert c["rewritten"] >= 3 and c["errors"] == 0
@@ -143,14 +148,7 @@ def test_gateway_placement_fixup(work: Path) -> None:
             plain("dspeer", "2001:db8:3::30", 6000),
         )
         st = status("gw", cfg)
-    assert res.uac_rc == 0 and res.uas_rc == 0, res.uac.out.read_text()
-    for method in ("INVITE", "ACK", "BYE"):
-        msg = first(res.uas.received(), method)
-        assert_only(msg, "2001:db8:5::10", ("via", "contact"))
-        no_literal_of_family(msg, 4)
-    assert first(res.uac.received(), "SIP/2.0 200").header_text("via") == first(
-        res.uac.sent(), "INVITE"
-    ).header_text("via")
+    assert_fixed_up(res, "2001:db8:5::10")
     assert res.rtp_to_uas >= RTP_MIN and res.rtp_to_uac >= RTP_MIN
     assert st["daemon"]["counters"]["rewritten"] >= 3
 
@@ -285,14 +283,5 @@ def test_gateway_masquerading_ipv6_writes_the_box_address(work: Path) -> None:
             )
     finally:
         ns("gw", "ip6tables", "-t", "nat", "-D", "POSTROUTING", "-o", "dsp0", "-j", "MASQUERADE", check=False)
-    assert res.uac_rc == 0 and res.uas_rc == 0, res.uac.out.read_text()
-    for method in ("INVITE", "ACK", "BYE"):
-        msg = first(res.uas.received(), method)
-        assert_only(msg, "2001:db8:3::1", ("via", "contact"))
-        no_literal_of_family(msg, 4)
-    assert_only(first(res.uas.received(), "INVITE"), "2001:db8:3::1", ("sdp",))
-    # the PBX still gets its own Via back, byte for byte
-    assert first(res.uac.received(), "SIP/2.0 200").header_text("via") == first(
-        res.uac.sent(), "INVITE"
-    ).header_text("via")
+    assert_fixed_up(res, "2001:db8:3::1")
     assert res.rtp_to_uas >= RTP_MIN  # the PBX's media goes out through the masquerade

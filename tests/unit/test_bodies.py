@@ -136,3 +136,19 @@ def test_route_cache_answers_stale_entries_and_refreshes_them_apart() -> None:
     assert cache.refresh_stale() == 1
     assert cache(ip("2001:db8::9")) == ip("2001:db8::2") and len(calls) == 2
     assert cache.refresh_stale() == 0
+
+
+def test_dynamic_stand_ins_are_handed_out_round_robin() -> None:
+    st = StandIns(ipaddress.ip_network("100.64.46.0/29"), {ip("2001:db8::5"): ip("100.64.46.2")})
+    got = [st.stand_in_for(ip(f"2001:db8:{n}::1"), 0.0) for n in range(1, 6)]
+    # hosts .1-.6, .2 is static: five dynamic ones, then the pool is empty
+    assert got == [
+        ip("100.64.46.1"),
+        ip("100.64.46.3"),
+        ip("100.64.46.4"),
+        ip("100.64.46.5"),
+        ip("100.64.46.6"),
+    ]
+    assert st.stand_in_for(ip("2001:db8:9::1"), 0.0) is None and st.counters.refused_pool_empty == 1
+    assert st.expire(1000.0) == 5
+    assert st.stand_in_for(ip("2001:db8:9::1"), 1001.0) == ip("100.64.46.1")  # wrapped around

@@ -9,13 +9,19 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment
 
 from sipnat46.inline import HOOK_FORWARD, Action, InlineEngine
-from sipnat46.packet import PacketError, build_udp, parse_datagram, replace_payload
+from sipnat46.packet import PacketError, parse_datagram, replace_payload
 from sipnat46.plan import AddressPlan, StandIns
 from sipnat46.policy import Rewriter
 from tests.conftest import ROOT
 
 ip = ipaddress.ip_address
 INVITE = (ROOT / "examples" / "invite.sip").read_bytes()
+
+
+def build_udp(src: object, dst: object, sport: int, dport: int, payload: bytes) -> bytes:
+    """A whole IP/UDP packet, built by scapy (lengths and checksums its own)."""
+    layer = IPv6 if ":" in str(src) else IP
+    return bytes(layer(src=str(src), dst=str(dst)) / UDP(sport=sport, dport=dport) / payload)
 
 
 def scapy_ok(raw: bytes) -> None:
@@ -33,7 +39,7 @@ def scapy_ok(raw: bytes) -> None:
 
 
 @pytest.mark.parametrize(("src", "dst"), [("192.0.2.10", "198.51.100.7"), ("2001:db8::1", "2001:db8::2")])
-def test_build_and_replace_payload_checksums(src: str, dst: str) -> None:
+def test_replace_payload_checksums(src: str, dst: str) -> None:
     raw = build_udp(ip(src), ip(dst), 5060, 5070, b"hello")
     scapy_ok(raw)
     d = parse_datagram(raw)
@@ -120,3 +126,13 @@ def test_engine_fixup_rewrites_in_place() -> None:
     scapy_ok(v.packet)
     payload = bytes(IPv6(v.packet)[UDP].payload)
     assert b"192.0.2.10:" not in payload and b"c=IN IP6 2001:db8:5::10" in payload
+
+
+def test_engine_refuses_when_relay_ports_run_out() -> None:
+    from sipnat46.media import MediaSessions
+
+    e = InlineEngine(Rewriter(PLAN, media=MediaSessions(30000, 30003), relay_inside=ip("192.0.2.1")), (5060,))
+    for n in range(2):  # the range holds one stream (two legs); the second call finds it full
+        invite = INVITE.replace(b"1-demo@", f"{n}-demo@".encode())
+        v = e.handle(build_udp(ip("192.0.2.10"), ip("100.64.46.20"), 5060, 5060, invite), HOOK_FORWARD, 1.0)
+    assert v.action is Action.ACCEPT and e.counters.refused == 1 and e.counters.errors == 0
