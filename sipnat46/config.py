@@ -12,26 +12,63 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dns.exception
+import dns.name
+
 from .errors import ConfigError
+from .failover import NamedPeer
 from .plan import AddressPlan, StandIns
 from .sip.uri import IPAddress
 
 _SCHEMA: dict[str, set[str] | None] = {
-    "": {"placement", "instance", "inside", "outside", "stand_ins", "peers", "media", "queue"},
+    "": {
+        "placement",
+        "instance",
+        "inside",
+        "outside",
+        "stand_ins",
+        "peers",
+        "media",
+        "queue",
+        "dns",
+        "dns46",
+    },
     "inside": {"pbx", "sip_ports"},
     "outside": {"ipv4", "ipv6", "masquerade"},
     "stand_ins": {"pool", "idle_timeout", "per_source_cap", "max_dynamic"},
-    "peers": {"name", "ipv6", "stand_in"},
+    "peers": {"name", "ipv6", "host", "stand_in"},
     "media": {"relay", "ports", "inside_ipv4", "timeout", "workers"},
     "queue": {"number", "max_len", "rcvbuf"},
+    "dns": {"servers", "port", "prefer", "timeout", "failover_after", "avoid_for"},
+    "dns46": {"enabled", "listen", "port", "upstream", "ttl"},
 }
 
 
 @dataclass(frozen=True)
 class PeerConfig:
     name: str
-    ipv6: ipaddress.IPv6Address
+    ipv6: ipaddress.IPv6Address | None  # a peer at a fixed address...
     stand_in: ipaddress.IPv4Address | None
+    host: str | None = None  # ...or one found by name (RFC 3263)
+
+
+@dataclass
+class DnsConfig:
+    servers: tuple[IPAddress, ...] = ()  # empty: the system's resolv.conf
+    port: int = 53
+    prefer: int = 6
+    timeout: float = 2.0
+    failover_after: float = 2.0  # RFC 3261 Timer A has fired twice (0.5 s, 1.5 s) by then
+    avoid_for: float = 60.0
+
+
+@dataclass
+class Dns46Config:
+    enabled: bool = False
+    listen: IPAddress | None = None
+    port: int = 53
+    upstream: tuple[IPAddress, ...] = ()  # empty: [dns] servers
+    ttl: int = 60
 
 
 @dataclass
@@ -56,9 +93,12 @@ class Config:
     queue: int = 46
     queue_max_len: int = 4096
     rcvbuf: int = 8 * 1024 * 1024
+    dns: DnsConfig = field(default_factory=DnsConfig)
+    dns46: Dns46Config = field(default_factory=Dns46Config)
 
-    def address_plan(self) -> AddressPlan:
-        static: dict[ipaddress.IPv6Address, ipaddress.IPv4Address] = {}
+    def peer_stand_ins(self) -> list[ipaddress.IPv4Address]:
+        """Each peer's stand-in, in config order: given, or the next free pool address."""
+        out = []
         pool_hosts = iter(self.pool.hosts()) if self.pool is not None else iter(())
         taken = {p.stand_in for p in self.peers if p.stand_in is not None}
         for i, peer in enumerate(self.peers):
@@ -68,13 +108,31 @@ class Config:
                 if v4 is None:
                     raise ConfigError(f"peers[{i}].stand_in", "none given and the pool is exhausted")
                 taken.add(v4)
-            static[peer.ipv6] = v4
+            out.append(v4)
+        return out
+
+    def named_peers(self) -> list[NamedPeer]:
+        return [
+            NamedPeer(p.name, p.host, v4)
+            for p, v4 in zip(self.peers, self.peer_stand_ins(), strict=True)
+            if p.host is not None
+        ]
+
+    def address_plan(self) -> AddressPlan:
+        static: dict[ipaddress.IPv6Address, ipaddress.IPv4Address] = {}
+        reserved = set()
+        for peer, v4 in zip(self.peers, self.peer_stand_ins(), strict=True):
+            if peer.ipv6 is not None:
+                static[peer.ipv6] = v4
+            else:
+                reserved.add(v4)
         stand_ins = StandIns(
             self.pool,
             static,
             idle_timeout=self.idle_timeout,
             per_source_cap=self.per_source_cap,
             total_cap=self.max_dynamic,
+            reserved=frozenset(reserved),
         )
         return AddressPlan(self.pbx, stand_ins, self.placement, dict(self.egress), self.masquerade)
 
@@ -119,6 +177,65 @@ def _table(doc: dict[str, Any], name: str) -> dict[str, Any]:
         raise ConfigError(name, "must be a table")
     _check_keys(value, name, f"{name}.")
     return value
+
+
+def _dns_name(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(key, "must be a DNS name such as sip.carrier.example")
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        pass
+    else:
+        raise ConfigError(key, f"{value} is an address: give it as ipv6 = ... instead")
+    try:
+        name = dns.name.from_text(value)
+    except dns.exception.DNSException as exc:
+        raise ConfigError(key, f"{value!r} is not a DNS name: {exc}") from None
+    if len(name.labels) < 2:
+        raise ConfigError(key, f"{value!r} is not a DNS name")
+    return value.rstrip(".")
+
+
+def _addr_list(value: Any, key: str) -> tuple[IPAddress, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(key, "must be a list of IP addresses")
+    return tuple(_addr(v, f"{key}[{i}]") for i, v in enumerate(value))
+
+
+def _dns(t: dict[str, Any]) -> DnsConfig:
+    d = DnsConfig()
+    if "servers" in t:
+        d.servers = _addr_list(t["servers"], "dns.servers")
+    if "port" in t:
+        d.port = _int(t["port"], "dns.port", 1, 65535)
+    if "prefer" in t:
+        if t["prefer"] not in ("ipv6", "ipv4"):
+            raise ConfigError("dns.prefer", f"{t['prefer']!r} is not one of ipv6, ipv4")
+        d.prefer = 6 if t["prefer"] == "ipv6" else 4
+    for key in ("timeout", "failover_after", "avoid_for"):
+        if key in t:
+            setattr(d, key, _number(t[key], f"dns.{key}"))
+    return d
+
+
+def _dns46(t: dict[str, Any]) -> Dns46Config:
+    d = Dns46Config()
+    if "enabled" in t:
+        if not isinstance(t["enabled"], bool):
+            raise ConfigError("dns46.enabled", "must be true or false")
+        d.enabled = t["enabled"]
+    if "listen" in t:
+        d.listen = _addr(t["listen"], "dns46.listen")
+    if "port" in t:
+        d.port = _int(t["port"], "dns46.port", 1, 65535)
+    if "upstream" in t:
+        d.upstream = _addr_list(t["upstream"], "dns46.upstream")
+    if "ttl" in t:
+        d.ttl = _int(t["ttl"], "dns46.ttl", 0, 86400)
+    if d.enabled and d.listen is None:
+        raise ConfigError("dns46.listen", "missing: the inside address the PBX uses as its resolver")
+    return d
 
 
 def load(path: str | Path) -> Config:
@@ -198,16 +315,19 @@ def parse(doc: dict[str, Any]) -> Config:
             raise ConfigError(f"peers[{i}]", "must be a table")
         _check_keys(peer, "peers", f"peers[{i}].")
         name = peer.get("name", f"peer{i}")
-        if "ipv6" not in peer:
-            raise ConfigError(f"peers[{i}].ipv6", "missing")
-        v6 = _addr(peer["ipv6"], f"peers[{i}].ipv6", 6)
+        if ("ipv6" in peer) == ("host" in peer):
+            raise ConfigError(f"peers[{i}]", "give either ipv6 (an address) or host (a DNS name)")
+        v6 = _addr(peer["ipv6"], f"peers[{i}].ipv6", 6) if "ipv6" in peer else None
+        host = _dns_name(peer["host"], f"peers[{i}].host") if "host" in peer else None
         v4 = _addr(peer["stand_in"], f"peers[{i}].stand_in", 4) if "stand_in" in peer else None
         if v4 is not None:
             if v4 in seen_v4:
                 raise ConfigError(f"peers[{i}].stand_in", f"{v4} is already the stand-in of {seen_v4[v4]}")
             seen_v4[v4] = name
-        out.append(PeerConfig(str(name), v6, v4))  # type: ignore[arg-type]
+        out.append(PeerConfig(str(name), v6, v4, host))  # type: ignore[arg-type]
     cfg.peers = tuple(out)
+    cfg.dns = _dns(_table(doc, "dns"))
+    cfg.dns46 = _dns46(_table(doc, "dns46"))
 
     media = _table(doc, "media")
     relay = media.get("relay", "builtin")

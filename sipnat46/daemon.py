@@ -20,10 +20,12 @@ from typing import Any
 from . import rules
 from .config import Config
 from .dialogs import ViaMemory
+from .failover import Failover
 from .inline import Counters, InlineEngine
 from .media import MediaSessions
 from .policy import Rewriter
 from .relay import RelayPool
+from .resolver import RETRY_AFTER, PeerResolver, make_resolver
 from .routes import RouteCache, RouteRefresher, ipv6_usable, local_addresses
 
 log = logging.getLogger("sipnat46")
@@ -87,8 +89,20 @@ class Daemon:
         self.ipv6 = ipv6_usable()
         media = MediaSessions(*cfg.media_ports) if cfg.relay == "builtin" else None
         self.routes = RouteCache()
+        named = cfg.named_peers()
+        self.failover = (
+            Failover(named, failover_after=cfg.dns.failover_after, avoid_for=cfg.dns.avoid_for)
+            if named
+            else None
+        )
+        self.resolver: PeerResolver | None = None
         self.rewriter = Rewriter(
-            plan, egress_lookup=self.routes, media=media, vias=ViaMemory(), relay_inside=cfg.relay_inside
+            plan,
+            egress_lookup=self.routes,
+            media=media,
+            vias=ViaMemory(),
+            relay_inside=cfg.relay_inside,
+            failover=self.failover,
         )
         self.rewriter.ipv6_enabled = self.ipv6
         self.relay: RelayPool | None = None
@@ -118,11 +132,57 @@ class Daemon:
             "latency": loop.latency.summary() if loop is not None else None,
             "stand_ins": {"dynamic": st.dynamic_count, **st.counters.__dict__},
             "via_memory": len(self.rewriter.vias),
+            "named_peers": self.failover.snapshot(time.monotonic()) if self.failover is not None else None,
             "relay": {
                 "legs": self.rewriter.media.active_legs if self.rewriter.media else 0,
                 **(self.relay.last_stats if self.relay is not None else {}),
             },
         }
+
+    def _start_resolver(self) -> None:
+        """Named peers are resolved once before the daemon says it is ready, then kept
+        fresh in the background."""
+        if self.failover is None:
+            return
+        dns = self.cfg.dns
+        hosts = {p.name: p.host for p in self.failover.peers.values()}
+        self.resolver = PeerResolver(make_resolver(dns.servers, dns.port, dns.timeout), hosts, dns.prefer)
+        self.resolver.resolve_now()
+        self._resolved()
+        self.resolver.start()
+
+    def _resolved(self) -> None:
+        assert self.resolver is not None and self.failover is not None
+        now = time.monotonic()
+        while not self.resolver.results.empty():
+            name, found = self.resolver.results.get()
+            if isinstance(found, str):
+                self.failover.resolve_failed(name, found, now + RETRY_AFTER)
+            else:
+                self.failover.update(name, found.targets, now + found.ttl, now)
+                log.info("peer %s: targets %s", name, ", ".join(map(str, found.targets)))
+
+    def _wait(self) -> float:
+        """How long the loop may sleep: until the next failover deadline, at most 0.25 s."""
+        deadline = self.failover.next_deadline() if self.failover is not None else None
+        if deadline is None:
+            return 0.25
+        return min(0.25, max(0.0, deadline - time.monotonic()))
+
+    def _failover(self, loop: Any, icmp: bool) -> None:
+        """Requests that drew no answer or an ICMP error go to the peer's next target."""
+        assert self.failover is not None
+        self._resolved()
+        now = time.monotonic()
+        moved = self.failover.due(now)
+        if icmp:
+            for addr, port, why in loop.emitter.errors():
+                log.info("%s from [%s]:%d", why, addr, port)
+                moved += self.failover.unreachable(addr, port, why, now)
+        for pending in moved:
+            out = self.engine.resend(pending, now)
+            if out is not None:
+                loop.emitter.send(out.payload, out.src, out.sport, out.dst, out.dport)
 
     def run(self, ready_fd: int | None = None) -> int:
         from .nfq import QueueLoop  # netfilterqueue only where a queue is really used
@@ -147,6 +207,7 @@ class Daemon:
             raise
         refresher = RouteRefresher(self.routes)
         refresher.start()
+        self._start_resolver()
         try:
             _write_atomic(pidfile(cfg), f"{os.getpid()}\n")
             if self.manage_rules:
@@ -160,10 +221,14 @@ class Daemon:
             next_status = next_addrs = time.monotonic()
             relay_conns = self.relay.waitables if self.relay is not None else []
             waitables: list[Any] = [loop, *relay_conns]
+            if self.failover is not None:
+                waitables.append(loop.emitter)
             while not self.stopping:
-                ready, _, _ = select.select(waitables, [], [], 0.25)
+                ready, _, _ = select.select(waitables, [], [], self._wait())
                 if loop in ready:
                     loop.drain()
+                if self.failover is not None:
+                    self._failover(loop, loop.emitter in ready)
                 if self.relay is not None and len(ready) > (loop in ready):
                     for event in self.relay.events():
                         if event[0] == "expired":
@@ -175,6 +240,8 @@ class Daemon:
                 if now >= next_status:
                     _write_atomic(statusfile(cfg), json.dumps(self.status(loop)))
                     self.plan.stand_ins.expire(now, self.engine.calls.stand_ins_in_use())
+                    if self.failover is not None:
+                        self.failover.expire(now)
                     if self.relay is not None:
                         self.relay.stats()
                     next_status = now + STATUS_EVERY
@@ -188,6 +255,8 @@ class Daemon:
                     rules.remove(cfg)
             finally:
                 refresher.stop()
+                if self.resolver is not None:
+                    self.resolver.stop()
                 loop.close()
                 if self.relay is not None:
                     self.relay.stop()

@@ -13,13 +13,16 @@ from dataclasses import dataclass, field
 
 from .dialogs import CallTracker
 from .errors import NoEgressAddress, SipParseError, StandInExhausted
+from .failover import Pending
 from .media import MediaSessions, PortsExhausted
 from .packet import PacketError, parse_datagram, replace_payload
 from .plan import Side
 from .policy import Outcome, Packet, Rewriter
 from .relay import MediaRelay
-from .sip.headers import CALL_ID
+from .sip.headers import CALL_ID, VIA
+from .sip.message import SipMessage
 from .sip.uri import IPAddress
+from .sip.via import parse_via_values
 
 log = logging.getLogger("sipnat46")
 
@@ -112,6 +115,55 @@ class InlineEngine:
             self.rewriter.media.release(call_id)
         self.calls.forget(call_id)
 
+    def _named(
+        self,
+        out: Outcome,
+        msg: SipMessage,
+        original: bytes,
+        src: IPAddress,
+        sport: int,
+        dport: int,
+        now: float,
+    ) -> None:
+        """Tell the failover what went to, or came from, a named peer's target."""
+        fo = self.rewriter.failover
+        if fo is None or out.peer is None:
+            return
+        call_id = msg.header_text(CALL_ID) or ""
+        if out.target is not None:  # the PBX's message to the peer
+            if msg.is_request and msg.method != "ACK":
+                fo.request_sent(
+                    out.peer, out.target, branch=_top_branch(msg) or call_id, call_id=call_id,
+                    original=original, pbx=src, sport=sport, dport=dport, now=now,
+                )  # fmt: skip
+        elif msg.is_request:
+            fo.request_from(src, call_id, now)
+        else:
+            fo.response_from(src, _top_branch(msg), call_id, now)
+
+    def resend(self, pending: Pending, now: float) -> Translated | None:
+        """A request the failover moved to another target: rewritten afresh for it (the
+        first target's relay legs freed, as the new one may not need any)."""
+        media = self.rewriter.media
+        if media is not None:
+            media.release(pending.call_id)
+            if self.relay is not None:
+                self.relay.close(pending.call_id)
+        try:
+            out = self.rewriter.rewrite(
+                pending.original, Packet(Side.INSIDE, pending.peer.stand_in, pending.pbx), now
+            )
+        except (SipParseError, StandInExhausted, NoEgressAddress, PortsExhausted) as exc:
+            self.counters.refused += 1
+            log.warning("failover of %s not sent: %s", pending.call_id, exc)
+            return None
+        self._media(out, now)
+        if out.src is None or out.target is None:
+            return None
+        self.counters.translated += 1
+        log.info("peer %s: %s unanswered, sent to %s", pending.peer.name, pending.tried[-1], out.target)
+        return Translated(out.data, out.src, pending.sport, out.dst, out.target.port)
+
     def side_of(self, hook: int, src: object) -> Side:
         plan = self.rewriter.plan
         if plan.placement == "host":
@@ -155,15 +207,26 @@ class InlineEngine:
                 log.warning("passed unmodified: %s", reason)
             return ACCEPT
         self._media(out, now)
+        if out.peer is not None and out.message is not None:
+            self._named(out, out.message, payload, d.src, d.sport, d.dport, now)
         if out.translated:
             src = out.src
             if src is None:
                 c.refused += 1
                 return ACCEPT
             c.translated += 1
-            return Verdict(Action.TRANSLATE, translated=Translated(out.data, src, d.sport, out.dst, d.dport))
+            dport = out.dport if out.dport is not None else d.dport
+            return Verdict(Action.TRANSLATE, translated=Translated(out.data, src, d.sport, out.dst, dport))
         if not out.changed:
             c.unchanged += 1
             return ACCEPT
         c.rewritten += 1
         return Verdict(Action.REWRITE, replace_payload(buf, d, out.data))
+
+
+def _top_branch(msg: SipMessage) -> str | None:
+    for h in msg.headers:
+        if h.name == VIA:
+            vias = parse_via_values(msg.data, h.value_start, h.value_end)
+            return vias[0].branch if vias else None
+    return None

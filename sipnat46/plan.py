@@ -47,6 +47,7 @@ class StandIns:
         idle_timeout: float = 300.0,
         per_source_cap: int = 16,
         total_cap: int | None = None,
+        reserved: frozenset[ipaddress.IPv4Address] = frozenset(),
     ) -> None:
         self.pool = pool
         self.static_v4 = dict(static or {})
@@ -54,6 +55,7 @@ class StandIns:
         self.idle_timeout = idle_timeout
         self.per_source_cap = per_source_cap
         self.total_cap = total_cap
+        self.reserved = reserved  # stand-ins of named peers: never handed out dynamically
         self.counters = StandInCounters()
         self._dyn_v4: dict[ipaddress.IPv6Address, ipaddress.IPv4Address] = {}
         self._dyn: dict[ipaddress.IPv4Address, DynamicStandIn] = {}
@@ -62,7 +64,10 @@ class StandIns:
 
     def is_stand_in(self, addr: IPAddress) -> bool:
         return addr.version == 4 and (
-            addr in self.static_v6 or addr in self._dyn or (self.pool is not None and addr in self.pool)
+            addr in self.static_v6
+            or addr in self._dyn
+            or addr in self.reserved
+            or (self.pool is not None and addr in self.pool)
         )
 
     def ipv6_for(self, stand_in: IPAddress, now: float | None = None) -> ipaddress.IPv6Address | None:
@@ -120,7 +125,7 @@ class StandIns:
         for step in range(count):
             offset = (self._cursor + step) % count
             v4 = ipaddress.IPv4Address(first + offset)
-            if v4 not in self._dyn and v4 not in self.static_v6:
+            if v4 not in self._dyn and v4 not in self.static_v6 and v4 not in self.reserved:
                 self._cursor = offset + 1
                 return v4
         return None

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from .dialogs import ViaMemory
 from .errors import NoEgressAddress, SipParseError, StandInExhausted
+from .failover import Failover, NamedPeer, Target
 from .media import Endpoint, MediaSessions
 from .plan import AddressPlan, Side
 from .sdp import MediaDescription, SdpAddress, SessionDescription, parse_sdp
@@ -26,6 +27,7 @@ from .sip.via import Via, parse_via_values
 _ADDRESS_TOKEN = re.compile(rb"(?<![0-9A-Za-z_.:-])[0-9A-Fa-f:.]{3,45}(?![0-9A-Za-z_.:-])")
 _START_LINE = re.compile(rb"(SIP/2\.0 [1-9]\d\d )|[A-Za-z0-9.!%*_+`'~-]+ [^ \r\n]+ SIP/2\.0\r?\n")
 _BRANCH = re.compile(rb"branch[ \t]*=[ \t]*([^;, \t\r\n]+)", re.IGNORECASE)
+_CALL_ID = re.compile(rb"^(?:call-id|i)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
 
 EgressLookup = Callable[[IPAddress], "IPAddress | None"]
 HostMap = Callable[[IPAddress], "IPAddress | None"]
@@ -65,6 +67,9 @@ class Outcome:
     changes: list[Change] = field(default_factory=list)
     media: list[MediaChange] = field(default_factory=list)
     message: SipMessage | None = None
+    dport: int | None = None  # where it must go when not the packet's own port (a named target)
+    peer: NamedPeer | None = None  # the named peer it goes to or comes from
+    target: Target | None = None
 
     def summary(self) -> str:
         if not self.changed:
@@ -86,6 +91,10 @@ class _Course:
     map_host: HostMap
     relay: dict[Side, IPAddress] | None = None
     egress: list[IPAddress] = field(default_factory=list)  # filled once it was needed
+    media_map: HostMap | None = None  # SDP addresses, when they map unlike SIP's
+    dport: int | None = None
+    peer: NamedPeer | None = None
+    target: Target | None = None
 
 
 class Rewriter:
@@ -99,8 +108,10 @@ class Rewriter:
         media: MediaSessions | None = None,
         vias: ViaMemory | None = None,
         relay_inside: IPAddress | None = None,
+        failover: Failover | None = None,
     ) -> None:
         self.plan = plan
+        self.failover = failover
         self.egress_lookup = egress_lookup
         self.media = media
         self.vias = vias if vias is not None else ViaMemory()
@@ -120,9 +131,13 @@ class Rewriter:
             )
         return found
 
-    def _course(self, packet: Packet, now: float) -> _Course:
+    def _course(self, packet: Packet, data: bytes, now: float) -> _Course:
         plan = self.plan
+        fo = self.failover
         if packet.from_side is Side.INSIDE:
+            named = fo.peer_of_stand_in(packet.dst) if fo is not None else None
+            if named is not None:
+                return self._to_named(packet, named, data, now)
             target = plan.stand_ins.ipv6_for(packet.dst, now) if packet.dst.version == 4 else None
             src = packet.src
             if target is not None:
@@ -160,13 +175,14 @@ class Rewriter:
             return course
 
         family = packet.src.version if packet.src is not None else packet.dst.version
+        named = fo.peer_of_target(packet.src) if fo is not None and packet.src is not None else None
         if family == 6 and not plan.has_family(6) and plan.pbx_address(4) is not None:
             pbx4 = plan.pbx_address(4)
             assert pbx4 is not None
             peer = packet.src
             stand_in = None
             if peer is not None:
-                stand_in = plan.stand_ins.stand_in_for(peer, now, source=peer)
+                stand_in = self._stand_in_of(peer, now, peer)
                 if stand_in is None:
                     raise StandInExhausted(f"no stand-in for {peer}")
             box = {packet.dst, *plan.egress.values(), *plan.host_addresses}
@@ -176,10 +192,10 @@ class Rewriter:
                     return None
                 if a in box:
                     return pbx4
-                return plan.stand_ins.stand_in_for(a, now, source=peer)
+                return self._stand_in_of(a, now, peer)
 
             relay_in = self._relay_inside(stand_in or pbx4)
-            return _Course(
+            course = _Course(
                 packet.from_side,
                 True,
                 stand_in,
@@ -187,6 +203,8 @@ class Rewriter:
                 in_map,
                 {Side.OUTSIDE: packet.dst, Side.INSIDE: relay_in},
             )
+            course.peer = named
+            return course
 
         own = {a for a in plan.egress.values() if a.version == family}
         target_pbx = packet.dst if plan.is_pbx_side(packet.dst) else plan.pbx_address(family)
@@ -194,7 +212,57 @@ class Rewriter:
         def fix_in(a: IPAddress) -> IPAddress | None:
             return target_pbx if a in own and target_pbx is not None and a != target_pbx else None
 
+        if named is not None and target_pbx is not None:
+            # An IPv4 target of a named peer: the PBX must see it as the stand-in it called
+            # (source and SIP), while its SDP keeps the target's own, reachable, address.
+            def from_target(a: IPAddress) -> IPAddress | None:
+                other = fo.peer_of_target(a) if fo is not None else None
+                return other.stand_in if other is not None else fix_in(a)
+
+            course = _Course(
+                packet.from_side, True, named.stand_in, target_pbx, from_target, media_map=fix_in
+            )
+            course.peer = named
+            return course
         return _Course(packet.from_side, False, packet.src, packet.dst, fix_in)
+
+    def _stand_in_of(self, addr: IPAddress, now: float, source: IPAddress | None) -> IPAddress | None:
+        named = self.failover.peer_of_target(addr) if self.failover is not None else None
+        if named is not None:
+            return named.stand_in
+        return self.plan.stand_ins.stand_in_for(addr, now, source=source)
+
+    def _to_named(self, packet: Packet, peer: NamedPeer, data: bytes, now: float) -> _Course:
+        """The PBX calls a named peer's stand-in: the dialog's target decides the family.
+        An IPv6 target is translated and relayed; an IPv4 one only redirected and fixed up."""
+        assert self.failover is not None
+        found = _CALL_ID.search(data)
+        call_id = found.group(1).decode("latin-1") if found else ""
+        target = self.failover.target_for(peer, call_id, now)
+        if target is None:
+            why = peer.resolve_error or "not resolved yet"
+            raise NoEgressAddress(f"peer {peer.name} ({peer.host}) has no target: {why}")
+        if target.family == 6 and not self.ipv6_enabled:
+            raise NoEgressAddress(f"cannot reach {target}: IPv6 is disabled on this box")
+        plan = self.plan
+        own_source = target.family == 4 and packet.src is not None and 4 not in plan.masquerade
+        egress = packet.src if own_source and packet.src is not None else self.egress_towards(target.address)
+
+        def out_map(a: IPAddress) -> IPAddress | None:
+            if a == peer.stand_in:
+                return target.address
+            if plan.is_pbx_side(a):
+                return None if a == egress else egress
+            if a.version == 4 and target.family == 6:
+                return plan.stand_ins.ipv6_for(a, now)
+            return None
+
+        relay = None
+        if target.family == 6:
+            relay = {Side.OUTSIDE: egress, Side.INSIDE: self._relay_inside(packet.dst)}
+        course = _Course(packet.from_side, True, egress, target.address, out_map, relay, [egress])
+        course.dport, course.peer, course.target = target.port, peer, target
+        return course
 
     def _relay_inside(self, towards: IPAddress) -> IPAddress:
         if self.relay_inside is not None:
@@ -207,8 +275,10 @@ class Rewriter:
 
     def rewrite(self, data: bytes, packet: Packet, now: float = 0.0) -> Outcome:
         """Rewrite one message; raises SipParseError (pass it through) or StandInExhausted."""
-        course = self._course(packet, now)
+        course = self._course(packet, data, now)
         course.map_host = _memo(course.map_host)
+        if course.media_map is not None:
+            course.media_map = _memo(course.media_map)
         addresses = True  # whether any address in the message can change
         if not course.translated:
             addresses, restore = self._precheck(data, course, now)
@@ -270,6 +340,9 @@ class Rewriter:
             changes,
             media,
             msg,
+            course.dport,
+            course.peer,
+            course.target,
         )
 
     def _precheck(self, data: bytes, course: _Course, now: float) -> tuple[bool, bool]:
@@ -351,9 +424,11 @@ class Rewriter:
                     edits.replace(a.addrtype_start, a.addrtype_end, tag)
             changes.append((f"SDP {what}", a.text, new))
 
+        media_map = course.media_map or course.map_host
+
         def mapped(a: SdpAddress | None) -> IPAddress | None:
             addr = a.address if a is not None else None
-            return course.map_host(addr) if addr is not None else None
+            return media_map(addr) if addr is not None else None
 
         put_addr(sd.origin, mapped(sd.origin), "o=")
         call_id = msg.header_text(CALL_ID) or ""
@@ -376,7 +451,7 @@ class Rewriter:
             if course.relay is not None and self.media is not None:
                 self._relay(call_id, m, conn, change, course, edits, changes, put_addr)
             else:
-                new = course.map_host(addr)
+                new = media_map(addr)
                 put_addr(conn, new, "c=")
                 put_addr(m.rtcp_address, mapped(m.rtcp_address), "a=rtcp")
                 if new is not None:

@@ -1,0 +1,160 @@
+"""Peers by name (RFC 3263) with IPv6-to-IPv4 failover, against a real DNS server (dnsmasq)
+in the lab: the carrier "carrier.example" has an IPv6 target (v6peer) and an IPv4 one
+(v4peer). The IPv4-only PBX only ever calls the carrier's stand-in."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.calls import call, plain
+from tests.e2e.lab import first, instance, ns, ns_popen, status
+from tests.e2e.test_fixup import RTP_MIN, assert_only, no_literal_of_family
+from tests.e2e.test_translate import media_of, ok
+
+DNS_SERVER = "2001:db8:3::30"  # dnsmasq in the dspeer namespace
+STAND_IN = "100.64.46.30"
+ZONE = [
+    "--naptr-record=carrier.example,10,10,S,SIP+D2U,,_sip._udp.carrier.example",
+    "--srv-host=_sip._udp.carrier.example,sip6.carrier.example,5060,10,10",
+    "--srv-host=_sip._udp.carrier.example,sip4.carrier.example,5060,10,50",
+    "--host-record=sip6.carrier.example,2001:db8:1::20",
+    "--host-record=sip4.carrier.example,198.51.100.20",
+    "--host-record=www.carrier.example,203.0.113.80,2001:db8:3::80",
+    "--host-record=v6only.carrier.example,2001:db8:1::20",
+]
+
+
+def config(failover_after: float = 1.5, extra: str = "") -> str:
+    return f"""placement = "gateway"
+[inside]
+pbx = ["192.0.2.10"]
+[outside]
+ipv6 = "2001:db8:1::1"
+[stand_ins]
+pool = "100.64.46.0/24"
+[[peers]]
+name = "carrier"
+host = "carrier.example"
+stand_in = "{STAND_IN}"
+[dns]
+servers = ["{DNS_SERVER}"]
+failover_after = {failover_after}
+avoid_for = 30
+[media]
+relay = "builtin"
+ports = "30000-39999"
+inside_ipv4 = "192.0.2.1"
+[queue]
+number = 52
+{extra}"""
+
+
+@pytest.fixture(scope="module")
+def dns_server(lab_up: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    log = tmp_path_factory.mktemp("dns") / "dnsmasq.log"
+    cmd = ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--user=root", "--pid-file="]
+    cmd += ["--bind-interfaces", f"--listen-address={DNS_SERVER}", "--local-ttl=30", "--log-queries"]
+    cmd += [f"--log-facility={log}", *ZONE]
+    proc = ns_popen("dspeer", *cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    for _ in range(100):  # until it listens
+        if f"[{DNS_SERVER}]:53" in ns("dspeer", "ss", "-Hlun", check=False).stdout:
+            break
+        time.sleep(0.05)
+    yield log
+    proc.terminate()
+    proc.wait(10)
+
+
+def peer_status(cfg: Path) -> dict:  # type: ignore[type-arg]
+    return status("gw", cfg)["daemon"]["named_peers"]
+
+
+def test_named_peer_resolved_by_rfc3263_and_called_over_ipv6(work: Path, dns_server: Path) -> None:
+    with instance("gw", config(), work, "dns6") as cfg:
+        before = peer_status(cfg)["peers"]["carrier"]
+        res = call(
+            work,
+            plain("pbx", "192.0.2.10", 7000),
+            plain("v6peer", "2001:db8:1::20", 6000),
+            target=f"{STAND_IN}:5060",
+        )
+    ok(res)
+    assert [t["target"] for t in before["targets"]] == ["[2001:db8:1::20]:5060", "198.51.100.20:5060"]
+    assert before["in_use"] == "[2001:db8:1::20]:5060" and before["resolve_error"] is None
+    queries = dns_server.read_text()
+    assert "query[NAPTR] carrier.example" in queries and "query[SRV] _sip._udp.carrier.example" in queries
+    invite = first(res.uas.received(), "INVITE")
+    assert invite.data.startswith(b"INVITE sip:bob@[2001:db8:1::20]:5060 SIP/2.0\r\n")
+    no_literal_of_family(invite, 4)
+    assert media_of(invite)[0] == "2001:db8:1::1"
+    answer = first(res.uac.received(), "SIP/2.0 200")
+    assert_only(answer, STAND_IN, ("contact",))
+    assert media_of(answer)[0] == "192.0.2.1"
+
+
+def test_silent_ipv6_target_fails_over_to_ipv4_without_relay(work: Path, dns_server: Path) -> None:
+    drop = ["INPUT", "-p", "udp", "--dport", "5060", "-j", "DROP"]
+    ns("v6peer", "ip6tables", "-I", *drop)
+    try:
+        with instance("gw", config(), work, "dnsfail") as cfg:
+            res = call(
+                work,
+                plain("pbx", "192.0.2.10", 7000),
+                plain("v4peer", "198.51.100.20", 6000),
+                target=f"{STAND_IN}:5060",
+            )
+            st = status("gw", cfg)["daemon"]
+    finally:
+        ns("v6peer", "ip6tables", "-D", *drop)
+    ok(res)
+    carrier = st["named_peers"]["peers"]["carrier"]
+    assert carrier["in_use"] == "198.51.100.20:5060"
+    assert carrier["targets"][0]["failures"] >= 1 and carrier["targets"][0]["last_failure"] == "no answer"
+    assert st["named_peers"]["timeouts"] >= 1 and st["named_peers"]["failovers"] >= 1
+    invite = first(res.uas.received(), "INVITE")
+    assert invite.data.startswith(b"INVITE sip:bob@198.51.100.20:5060 SIP/2.0\r\n")
+    no_literal_of_family(invite, 6)
+    assert media_of(invite)[0] == "192.0.2.10"  # the PBX's own address: no relay
+    assert st["relay"]["legs"] == 0
+    answer = first(res.uac.received(), "SIP/2.0 200")
+    no_literal_of_family(answer, 6)
+    assert_only(answer, STAND_IN, ("contact",))  # the PBX sees one peer: the stand-in
+    assert media_of(answer)[0] == "198.51.100.20"
+    for method in ("ACK", "BYE"):  # the Contact the PBX saw (the stand-in) led back to the target
+        assert first(res.uas.received(), method).uri.host.text == "198.51.100.20"  # type: ignore[union-attr]
+
+
+def test_icmpv6_unreachable_fails_over_without_waiting(work: Path, dns_server: Path) -> None:
+    reject = [
+        "INPUT",
+        "-p",
+        "udp",
+        "--dport",
+        "5060",
+        "-j",
+        "REJECT",
+        "--reject-with",
+        "icmp6-port-unreachable",
+    ]
+    ns("v6peer", "ip6tables", "-I", *reject)
+    try:
+        # The no-answer timer is longer than the whole call: only the ICMPv6 error can move it.
+        with instance("gw", config(failover_after=40), work, "dnsicmp") as cfg:
+            res = call(
+                work,
+                plain("pbx", "192.0.2.10", 7000),
+                plain("v4peer", "198.51.100.20", 6000),
+                target=f"{STAND_IN}:5060",
+            )
+            st = status("gw", cfg)["daemon"]["named_peers"]
+    finally:
+        ns("v6peer", "ip6tables", "-D", *reject)
+    ok(res, rtp=RTP_MIN)
+    assert st["unreachable"] == 1 and st["timeouts"] == 0
+    assert "ICMPv6" in st["peers"]["carrier"]["targets"][0]["last_failure"]
+    assert first(res.uas.received(), "INVITE").data.startswith(b"INVITE sip:bob@198.51.100.20:5060")
