@@ -213,6 +213,24 @@ def stop(ctx: click.Context, timeout: float) -> None:
     click.echo(f"sipnat46: instance {cfg.instance} {what}{extra}")
 
 
+def _named_peer_lines(named: dict | None) -> list[str]:  # type: ignore[type-arg]
+    """Each named peer: its name, its targets in order, which is in use, what failed."""
+    if not named:
+        return []
+    out = [f"named peers: failovers={named['failovers']} timeouts={named['timeouts']} "
+           f"unreachable={named['unreachable']} exhausted={named['exhausted']}"]  # fmt: skip
+    for name, p in named["peers"].items():
+        state = f"in use {p['in_use']}" if p["in_use"] else "no target"
+        out.append(f"peer {name} ({p['host']}, stand-in {p['stand_in']}): {state}")
+        if p["resolve_error"]:
+            out.append(f"  dns: {p['resolve_error']}")
+        for t in p["targets"]:
+            avoided = f", avoided {t['avoided_for']} s more" if t["avoided_for"] else ""
+            last = f", last: {t['last_failure']}" if t["last_failure"] else ""
+            out.append(f"  {t['target']}: answered {t['answered']}, failed {t['failures']}{avoided}{last}")
+    return out
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
@@ -256,6 +274,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
             click.echo("counters: " + " ".join(f"{k}={v}" for k, v in c.items() if k != "by_reason"))
             st = d["stand_ins"]  # type: ignore[index]
             click.echo("stand-ins: " + " ".join(f"{k}={v}" for k, v in st.items()))
+            for line in _named_peer_lines(d.get("named_peers")):  # type: ignore[union-attr]
+                click.echo(line)
     sys.exit(0 if pid is not None else EXIT_NOT_RUNNING)
 
 

@@ -8,6 +8,7 @@ passes unmodified until `stop` or `rules remove` clears them.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -17,9 +18,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import dns.name
+
 from . import rules
 from .config import Config
 from .dialogs import ViaMemory
+from .dns46 import Dns46
+from .dns46_server import Dns46Server
 from .failover import Failover
 from .inline import Counters, InlineEngine
 from .media import MediaSessions
@@ -107,6 +112,7 @@ class Daemon:
         self.rewriter.ipv6_enabled = self.ipv6
         self.relay: RelayPool | None = None
         self.engine = InlineEngine(self.rewriter, cfg.sip_ports, self.counters)
+        self.dns46: Dns46Server | None = None
 
     def _stop(self, signum: int, _frame: object) -> None:
         log.info("signal %s: stopping", signal.Signals(signum).name)
@@ -133,6 +139,7 @@ class Daemon:
             "stand_ins": {"dynamic": st.dynamic_count, **st.counters.__dict__},
             "via_memory": len(self.rewriter.vias),
             "named_peers": self.failover.snapshot(time.monotonic()) if self.failover is not None else None,
+            "dns46": self.dns46.status() if self.dns46 is not None else None,
             "relay": {
                 "legs": self.rewriter.media.active_legs if self.rewriter.media else 0,
                 **(self.relay.last_stats if self.relay is not None else {}),
@@ -150,6 +157,18 @@ class Daemon:
         self.resolver.resolve_now()
         self._resolved()
         self.resolver.start()
+
+    def _start_dns46(self) -> None:
+        cfg = self.cfg.dns46
+        if not cfg.enabled or cfg.listen is None:
+            return
+        upstream = (cfg.upstream or self.cfg.dns.servers or (None,))[0]
+        if upstream is None:  # the system's resolver
+            upstream = ipaddress.ip_address(make_resolver().nameservers[0])
+        names = {dns.name.from_text(p.host): p.stand_in for p in self.cfg.named_peers()}
+        core = Dns46(names, self.plan.stand_ins, cfg.ttl)
+        self.dns46 = Dns46Server(core, cfg.listen, cfg.port, upstream, self.cfg.dns.port)
+        log.info("DNS46 listening on %s port %d, upstream %s", cfg.listen, cfg.port, upstream)
 
     def _resolved(self) -> None:
         assert self.resolver is not None and self.failover is not None
@@ -209,6 +228,7 @@ class Daemon:
         refresher.start()
         self._start_resolver()
         try:
+            self._start_dns46()
             _write_atomic(pidfile(cfg), f"{os.getpid()}\n")
             if self.manage_rules:
                 families = rules.apply(cfg)
@@ -223,12 +243,16 @@ class Daemon:
             waitables: list[Any] = [loop, *relay_conns]
             if self.failover is not None:
                 waitables.append(loop.emitter)
+            if self.dns46 is not None:
+                waitables += self.dns46.waitables
             while not self.stopping:
                 ready, _, _ = select.select(waitables, [], [], self._wait())
                 if loop in ready:
                     loop.drain()
                 if self.failover is not None:
                     self._failover(loop, loop.emitter in ready)
+                if self.dns46 is not None and ready:
+                    self.dns46.serve(time.monotonic())
                 if self.relay is not None and len(ready) > (loop in ready):
                     for event in self.relay.events():
                         if event[0] == "expired":
@@ -257,6 +281,8 @@ class Daemon:
                 refresher.stop()
                 if self.resolver is not None:
                     self.resolver.stop()
+                if self.dns46 is not None:
+                    self.dns46.close()
                 loop.close()
                 if self.relay is not None:
                     self.relay.stop()

@@ -4,7 +4,9 @@ in the lab: the carrier "carrier.example" has an IPv6 target (v6peer) and an IPv
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.calls import call, plain
-from tests.e2e.lab import first, instance, ns, ns_popen, status
+from tests.e2e.lab import PREFIX, first, instance, ns, ns_popen, sipnat46_bin, status
 from tests.e2e.test_fixup import RTP_MIN, assert_only, no_literal_of_family
 from tests.e2e.test_translate import media_of, ok
 
@@ -25,7 +27,9 @@ ZONE = [
     "--host-record=sip6.carrier.example,2001:db8:1::20",
     "--host-record=sip4.carrier.example,198.51.100.20",
     "--host-record=www.carrier.example,203.0.113.80,2001:db8:3::80",
-    "--host-record=v6only.carrier.example,2001:db8:1::20",
+    "--host-record=v6only.carrier.example,2001:db8:3::30",
+    "--srv-host=_sip._udp.v6.example,v6only.carrier.example,5060",
+    "--local=/carrier.example/",  # authoritative: NODATA for records it does not hold
 ]
 
 
@@ -158,3 +162,57 @@ def test_icmpv6_unreachable_fails_over_without_waiting(work: Path, dns_server: P
     assert st["unreachable"] == 1 and st["timeouts"] == 0
     assert "ICMPv6" in st["peers"]["carrier"]["targets"][0]["last_failure"]
     assert first(res.uas.received(), "INVITE").data.startswith(b"INVITE sip:bob@198.51.100.20:5060")
+
+
+# One query with dnspython (from the test's venv) in a lab namespace; the answer as text.
+_QUERY = """
+import dns.message, dns.query, json, sys
+r = dns.query.udp(dns.message.make_query(sys.argv[1], sys.argv[2]), sys.argv[3], timeout=3)
+print(json.dumps({"answer": [x.to_text() for x in r.answer], "additional": [x.to_text() for x in r.additional]}))
+"""
+
+
+def query(where: str, server: str, name: str, rdtype: str) -> dict[str, list[str]]:
+    res = ns(where, sys.executable, "-c", _QUERY, name, rdtype, server)
+    return json.loads(res.stdout)
+
+
+def test_dns46_pbx_resolves_the_carrier_through_the_box(work: Path, dns_server: Path) -> None:
+    resolv = Path(f"/etc/netns/{PREFIX}pbx/resolv.conf")  # `ip netns exec` mounts it over /etc
+    resolv.parent.mkdir(parents=True, exist_ok=True)
+    resolv.write_text("nameserver 192.0.2.1\n")
+    extra = '[dns46]\nenabled = true\nlisten = "192.0.2.1"\nttl = 30\n'
+    try:
+        with instance("gw", config(extra=extra), work, "dns46") as cfg:
+            # The PBX (sipp) is given the carrier's name: its resolver asks the box.
+            res = call(
+                work,
+                plain("pbx", "192.0.2.10", 7000),
+                plain("v6peer", "2001:db8:1::20", 6000),
+                target="carrier.example:5060",
+            )
+            a = query("pbx", "192.0.2.1", "carrier.example", "A")
+            srv = query("pbx", "192.0.2.1", "_sip._udp.carrier.example", "SRV")
+            naptr = query("pbx", "192.0.2.1", "carrier.example", "NAPTR")
+            www = query("pbx", "192.0.2.1", "www.carrier.example", "A")
+            www_upstream = query("gw", DNS_SERVER, "www.carrier.example", "A")
+            query("pbx", "192.0.2.1", "_sip._udp.v6.example", "SRV")  # names v6only as a SIP host
+            v6only = query("pbx", "192.0.2.1", "v6only.carrier.example", "A")
+            text = ns("gw", sipnat46_bin(), "--config", str(cfg), "status", check=False).stdout
+            st = status("gw", cfg)["daemon"]["dns46"]
+    finally:
+        resolv.unlink()
+        resolv.parent.rmdir()
+    ok(res)
+    assert first(res.uas.received(), "INVITE").data.startswith(b"INVITE sip:bob@[2001:db8:1::20]:5060 ")
+    assert a["answer"] == [f"carrier.example. 30 IN A {STAND_IN}"]
+    assert srv["answer"] == ["_sip._udp.carrier.example. 30 IN SRV 0 0 5060 carrier.example."]
+    assert srv["additional"] == [f"carrier.example. 30 IN A {STAND_IN}"]
+    assert naptr["answer"] == [
+        'carrier.example. 30 IN NAPTR 10 10 "S" "SIP+D2U" "" _sip._udp.carrier.example.'
+    ]
+    assert www == www_upstream and www["answer"] == ["www.carrier.example. 30 IN A 203.0.113.80"]
+    (synth,) = v6only["answer"]
+    assert synth.startswith("v6only.carrier.example. 30 IN A 100.64.46.")
+    assert st["answered"] >= 3 and st["synthesised"] == 1 and st["forwarded"] >= 3
+    assert "peer carrier (carrier.example, stand-in 100.64.46.30): in use [2001:db8:1::20]:5060" in text
