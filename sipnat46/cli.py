@@ -276,6 +276,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
             click.echo("stand-ins: " + " ".join(f"{k}={v}" for k, v in st.items()))
             for line in _named_peer_lines(d.get("named_peers")):  # type: ignore[union-attr]
                 click.echo(line)
+            dns46 = d.get("dns46")  # type: ignore[union-attr]
+            if dns46:
+                click.echo("dns46: " + " ".join(f"{k}={v}" for k, v in dns46.items()))
     sys.exit(0 if pid is not None else EXIT_NOT_RUNNING)
 
 

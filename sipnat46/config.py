@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,9 @@ _SCHEMA: dict[str, set[str] | None] = {
     "dns": {"servers", "port", "prefer", "timeout", "failover_after", "avoid_for"},
     "dns46": {"enabled", "listen", "port", "upstream", "ttl"},
 }
+
+
+_HOSTNAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]*)(\.[A-Za-z0-9_][A-Za-z0-9_-]*)*\.?$")
 
 
 @dataclass(frozen=True)
@@ -192,8 +196,8 @@ def _dns_name(value: Any, key: str) -> str:
         name = dns.name.from_text(value)
     except dns.exception.DNSException as exc:
         raise ConfigError(key, f"{value!r} is not a DNS name: {exc}") from None
-    if len(name.labels) < 2:
-        raise ConfigError(key, f"{value!r} is not a DNS name")
+    if len(name.labels) < 3 or not _HOSTNAME.match(value):  # labels plus the root
+        raise ConfigError(key, f"{value!r} is not a host name (letters, digits, -, dots)")
     return value.rstrip(".")
 
 

@@ -216,3 +216,28 @@ def test_dns46_pbx_resolves_the_carrier_through_the_box(work: Path, dns_server: 
     assert synth.startswith("v6only.carrier.example. 30 IN A 100.64.46.")
     assert st["answered"] >= 3 and st["synthesised"] == 1 and st["forwarded"] >= 3
     assert "peer carrier (carrier.example, stand-in 100.64.46.30): in use [2001:db8:1::20]:5060" in text
+
+
+def test_carrier_calls_in_from_its_targets_and_the_pbx_sees_the_stand_in(
+    work: Path, dns_server: Path
+) -> None:
+    with instance("gw", config(), work, "dnsin"):
+        via6 = call(
+            work,
+            plain("v6peer", "2001:db8:1::20", 6000),
+            plain("pbx", "192.0.2.10", 7000),
+            target="[2001:db8:1::1]:5060",
+        )
+        via4 = call(
+            work,
+            plain("v4peer", "198.51.100.20", 6002),
+            plain("pbx", "192.0.2.10", 7002, 5062),  # its own port: its own sipp log
+            target="192.0.2.10:5062",
+        )
+    for res in (via6, via4):
+        ok(res)
+        invite = first(res.uas.received(), "INVITE")
+        no_literal_of_family(invite, 6)
+        assert_only(invite, STAND_IN, ("via", "contact", "from"))  # one peer, whichever target called
+    assert media_of(first(via6.uas.received(), "INVITE"))[0] == "192.0.2.1"  # relayed
+    assert media_of(first(via4.uas.received(), "INVITE"))[0] == "198.51.100.20"  # direct

@@ -36,7 +36,15 @@ def test_example_config_loads() -> None:
         ('[inside]\npbx = ["192.0.2.10"]\n[media]\nrelay = "magic"\n', "media.relay"),
         ('[inside]\npbx = ["192.0.2.10"]\n[media]\nports = "9-5"\n', "media.ports"),
         ('[inside]\npbx = ["192.0.2.10"]\n[stand_ins]\npool = "2001:db8::/64"\n', "stand_ins.pool"),
-        ('[inside]\npbx = ["192.0.2.10"]\n[[peers]]\nname = "x"\n', "peers[0].ipv6"),
+        ('[inside]\npbx = ["192.0.2.10"]\n[[peers]]\nname = "x"\n', "peers[0]"),
+        ('[inside]\npbx = ["192.0.2.10"]\n[[peers]]\nhost = "2001:db8::1"\n', "peers[0].host"),
+        ('[inside]\npbx = ["192.0.2.10"]\n[[peers]]\nhost = "a b"\n', "peers[0].host"),
+        ('[inside]\npbx = ["192.0.2.10"]\n[dns]\nprefer = "ipv5"\n', "dns.prefer"),
+        ('[inside]\npbx = ["192.0.2.10"]\n[dns]\nservers = ["dns.example"]\n', "dns.servers[0]"),
+        ('[inside]\npbx = ["192.0.2.10"]\n[dns]\nfailover_after = 0\n', "dns.failover_after"),
+        ('[inside]\npbx = ["192.0.2.10"]\n[dns]\nresolver = "x"\n', "dns.resolver"),
+        ('[inside]\npbx = ["192.0.2.10"]\n[dns46]\nenabled = true\n', "dns46.listen"),
+        ('[inside]\npbx = ["192.0.2.10"]\n[dns46]\nenabled = "yes"\n', "dns46.enabled"),
         ("[inside]\n", "inside.pbx"),
         ('placement = "moon"\n[inside]\npbx = ["192.0.2.10"]\n', "placement"),
         ('[inside]\npbx = ["192.0.2.10"]\n[media]\nrelay = "rtpengine"\n', "media.relay"),
@@ -60,6 +68,19 @@ def test_bad_config_names_the_key(tmp_path: Path, text: str, key: str) -> None:
     lines = proc.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and key in lines[0], proc.stderr
     assert b"Traceback" not in proc.stderr
+
+
+def test_named_peer_config() -> None:
+    text = EXAMPLE.read_text() + '[[peers]]\nname = "carrier"\nhost = "sip.carrier.example."\n'
+    text += '[dns]\nservers = ["2001:db8:3::30"]\nprefer = "ipv4"\n'
+    cfg = config.parse(config.tomllib.loads(text))
+    (named,) = cfg.named_peers()
+    assert named.host == "sip.carrier.example" and str(named.stand_in) == "100.64.46.1"
+    assert cfg.dns.prefer == 4 and cfg.dns.failover_after == 2.0 and not cfg.dns46.enabled
+    plan = cfg.address_plan()
+    assert plan.stand_ins.is_stand_in(named.stand_in)  # reserved: never handed out dynamically
+    v6 = config.ipaddress.IPv6Address("2001:db8:9::1")
+    assert plan.stand_ins.stand_in_for(v6, 0.0) != named.stand_in
 
 
 def test_unparseable_toml_is_one_line(tmp_path: Path) -> None:
