@@ -33,6 +33,7 @@ _SCHEMA: dict[str, set[str] | None] = {
         "queue",
         "dns",
         "dns46",
+        "tcp",
     },
     "inside": {"pbx", "sip_ports"},
     "outside": {"ipv4", "ipv6", "masquerade"},
@@ -42,6 +43,7 @@ _SCHEMA: dict[str, set[str] | None] = {
     "queue": {"number", "max_len", "rcvbuf"},
     "dns": {"servers", "port", "prefer", "timeout", "failover_after", "avoid_for"},
     "dns46": {"enabled", "listen", "port", "upstream", "ttl"},
+    "tcp": {"enabled", "proxy_port", "tls_ports"},
 }
 
 
@@ -64,6 +66,13 @@ class DnsConfig:
     timeout: float = 2.0
     failover_after: float = 2.0  # RFC 3261 Timer A has fired twice (0.5 s, 1.5 s) by then
     avoid_for: float = 60.0
+
+
+@dataclass
+class TcpConfig:
+    enabled: bool = True  # SIP over TCP carried through the stream proxy
+    proxy_port: int = 15060
+    tls_ports: tuple[int, ...] = (5061,)  # carried encrypted, counted, never rewritten
 
 
 @dataclass
@@ -99,6 +108,7 @@ class Config:
     rcvbuf: int = 8 * 1024 * 1024
     dns: DnsConfig = field(default_factory=DnsConfig)
     dns46: Dns46Config = field(default_factory=Dns46Config)
+    tcp: TcpConfig = field(default_factory=TcpConfig)
 
     def peer_stand_ins(self) -> list[ipaddress.IPv4Address]:
         """Each peer's stand-in, in config order: given, or the next free pool address."""
@@ -223,6 +233,24 @@ def _dns(t: dict[str, Any]) -> DnsConfig:
     return d
 
 
+def _tcp(t: dict[str, Any], sip_ports: tuple[int, ...]) -> TcpConfig:
+    c = TcpConfig()
+    if "enabled" in t:
+        if not isinstance(t["enabled"], bool):
+            raise ConfigError("tcp.enabled", "must be true or false")
+        c.enabled = t["enabled"]
+    if "proxy_port" in t:
+        c.proxy_port = _int(t["proxy_port"], "tcp.proxy_port", 1, 65535)
+    if c.proxy_port in sip_ports:
+        raise ConfigError("tcp.proxy_port", f"{c.proxy_port} is a SIP port: pick a port nothing else uses")
+    if "tls_ports" in t:
+        ports = t["tls_ports"]
+        if not isinstance(ports, list):
+            raise ConfigError("tcp.tls_ports", "must be a list of ports")
+        c.tls_ports = tuple(_int(v, f"tcp.tls_ports[{i}]", 1, 65535) for i, v in enumerate(ports))
+    return c
+
+
 def _dns46(t: dict[str, Any]) -> Dns46Config:
     d = Dns46Config()
     if "enabled" in t:
@@ -332,6 +360,7 @@ def parse(doc: dict[str, Any]) -> Config:
     cfg.peers = tuple(out)
     cfg.dns = _dns(_table(doc, "dns"))
     cfg.dns46 = _dns46(_table(doc, "dns46"))
+    cfg.tcp = _tcp(_table(doc, "tcp"), cfg.sip_ports)
 
     media = _table(doc, "media")
     relay = media.get("relay", "builtin")

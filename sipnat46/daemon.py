@@ -12,6 +12,7 @@ import ipaddress
 import json
 import logging
 import os
+import resource
 import select
 import signal
 import time
@@ -32,6 +33,7 @@ from .policy import Rewriter
 from .relay import RelayPool
 from .resolver import RETRY_AFTER, PeerResolver, make_resolver
 from .routes import RouteCache, RouteRefresher, ipv6_usable, local_addresses
+from .stream_proxy import StreamProxy
 
 log = logging.getLogger("sipnat46")
 STATUS_EVERY = 1.0
@@ -71,6 +73,13 @@ def read_pid(cfg: Config) -> int | None:
     except OSError:
         return None
     return pid if b"sipnat46" in cmdline else None
+
+
+def _raise_fd_limit() -> None:
+    """Each proxied connection holds two descriptors: allow as many as the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -113,6 +122,7 @@ class Daemon:
         self.relay: RelayPool | None = None
         self.engine = InlineEngine(self.rewriter, cfg.sip_ports, self.counters)
         self.dns46: Dns46Server | None = None
+        self.streams: StreamProxy | None = None
 
     def _stop(self, signum: int, _frame: object) -> None:
         log.info("signal %s: stopping", signal.Signals(signum).name)
@@ -140,6 +150,7 @@ class Daemon:
             "via_memory": len(self.rewriter.vias),
             "named_peers": self.failover.snapshot(time.monotonic()) if self.failover is not None else None,
             "dns46": self.dns46.status() if self.dns46 is not None else None,
+            "tcp": self.streams.status() if self.streams is not None else None,
             "relay": {
                 "legs": self.rewriter.media.active_legs if self.rewriter.media else 0,
                 **(self.relay.last_stats if self.relay is not None else {}),
@@ -229,6 +240,9 @@ class Daemon:
         self._start_resolver()
         try:
             self._start_dns46()
+            if cfg.tcp.enabled:
+                _raise_fd_limit()
+                self.streams = StreamProxy(self.engine, cfg.tcp.proxy_port, cfg.tcp.tls_ports)
             _write_atomic(pidfile(cfg), f"{os.getpid()}\n")
             if self.manage_rules:
                 families = rules.apply(cfg)
@@ -245,6 +259,8 @@ class Daemon:
                 waitables.append(loop.emitter)
             if self.dns46 is not None:
                 waitables += self.dns46.waitables
+            if self.streams is not None:
+                waitables.append(self.streams)
             while not self.stopping:
                 ready, _, _ = select.select(waitables, [], [], self._wait())
                 if loop in ready:
@@ -253,6 +269,8 @@ class Daemon:
                     self._failover(loop, loop.emitter in ready)
                 if self.dns46 is not None and ready:
                     self.dns46.serve(time.monotonic())
+                if self.streams is not None:
+                    self.streams.service(time.monotonic())
                 if self.relay is not None and len(ready) > (loop in ready):
                     for event in self.relay.events():
                         if event[0] == "expired":
@@ -283,6 +301,8 @@ class Daemon:
                     self.resolver.stop()
                 if self.dns46 is not None:
                     self.dns46.close()
+                if self.streams is not None:
+                    self.streams.close()
                 loop.close()
                 if self.relay is not None:
                     self.relay.stop()

@@ -164,6 +164,40 @@ class InlineEngine:
         log.info("peer %s: %s unanswered, sent to %s", pending.peer.name, pending.tried[-1], out.target)
         return Translated(out.data, out.src, pending.sport, out.dst, out.target.port)
 
+    def message(
+        self,
+        payload: bytes,
+        side: Side,
+        src: IPAddress,
+        dst: IPAddress,
+        now: float,
+        sport: int = 0,
+        dport: int = 0,
+    ) -> Outcome | None:
+        """One SIP message, from a datagram or a stream: its outcome, or None when it must
+        pass as it is (not SIP we can parse, or refused; counted, and a refusal logged once)."""
+        c = self.counters
+        try:
+            out = self.rewriter.rewrite(payload, Packet(side, dst, src), now)
+        except SipParseError as exc:
+            c.unparsed += 1
+            reason = exc.what
+            c.by_reason[reason] = c.by_reason.get(reason, 0) + 1
+            return None
+        except (StandInExhausted, NoEgressAddress, PortsExhausted) as exc:
+            c.refused += 1
+            self.refuse_once(str(exc))
+            return None
+        self._media(out, now)
+        if out.peer is not None and out.message is not None:
+            self._named(out, out.message, payload, src, sport, dport, now)
+        return out
+
+    def refuse_once(self, reason: str) -> None:
+        if reason not in self.refusals:  # said once, not once a packet
+            self.refusals.add(reason)
+            log.warning("passed unmodified: %s", reason)
+
     def side_of(self, hook: int, src: object) -> Side:
         plan = self.rewriter.plan
         if plan.placement == "host":
@@ -192,23 +226,9 @@ class InlineEngine:
             c.unchanged += 1  # keep-alive CRLF (RFC 5626)
             return ACCEPT
         side = self.side_of(hook, d.src)
-        try:
-            out = self.rewriter.rewrite(payload, Packet(side, d.dst, d.src), now)
-        except SipParseError as exc:
-            c.unparsed += 1
-            reason = exc.what
-            c.by_reason[reason] = c.by_reason.get(reason, 0) + 1
+        out = self.message(payload, side, d.src, d.dst, now, d.sport, d.dport)
+        if out is None:
             return ACCEPT
-        except (StandInExhausted, NoEgressAddress, PortsExhausted) as exc:
-            c.refused += 1
-            reason = str(exc)
-            if reason not in self.refusals:  # say it once, not once a packet
-                self.refusals.add(reason)
-                log.warning("passed unmodified: %s", reason)
-            return ACCEPT
-        self._media(out, now)
-        if out.peer is not None and out.message is not None:
-            self._named(out, out.message, payload, d.src, d.sport, d.dport, now)
         if out.translated:
             src = out.src
             if src is None:

@@ -22,7 +22,33 @@ from .errors import RulesError
 # gateway: FORWARD for fixups; INPUT for what is addressed to the box itself (the peers'
 # messages to its IPv6 SIP address, the PBX's messages to stand-ins made local below).
 HOOKS = {"gateway": ("FORWARD", "INPUT"), "host": ("OUTPUT", "INPUT")}
+# The stream proxy: gateway TPROXY (mangle PREROUTING); host REDIRECT (nat OUTPUT for the
+# PBX's own connections, nat PREROUTING for connections to it).
+TCP_HOOKS = {"gateway": ("mangle", ("PREROUTING",)), "host": ("nat", ("OUTPUT", "PREROUTING"))}
 TOOLS = {4: ("iptables-save", "iptables-restore"), 6: ("ip6tables-save", "ip6tables-restore")}
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One chain of ours in one table, with the hooks that jump to it."""
+
+    table: str
+    chain: str
+    hooks: tuple[str, ...]
+    template: str
+
+
+def layers(cfg: Config) -> list[Layer]:
+    out = [Layer("filter", chain_name(cfg), HOOKS[cfg.placement], "chain.iptables.tmpl")]
+    if cfg.tcp.enabled:
+        table, tcp_hooks = TCP_HOOKS[cfg.placement]
+        out.append(Layer(table, f"S46T-{cfg.instance}"[:28], tcp_hooks, f"tcp-{cfg.placement}.iptables.tmpl"))
+    return out
+
+
+def divert_mark(cfg: Config) -> int:
+    """The mark (and routing table) of the proxy's diverted packets: one per instance."""
+    return 0x460000 + cfg.queue
 
 
 def _template(name: str) -> Template:
@@ -46,21 +72,27 @@ def hooks(cfg: Config) -> tuple[str, ...]:
     return HOOKS[cfg.placement]
 
 
-def render_chain(cfg: Config, family: int) -> str:
-    return _template("chain.iptables.tmpl").substitute(
+def render_chain(cfg: Config, family: int, layer: Layer | None = None) -> str:
+    layer = layer or layers(cfg)[0]
+    ports = cfg.sip_ports + (cfg.tcp.tls_ports if layer.table != "filter" else ())
+    return _template(layer.template).substitute(
         instance=cfg.instance,
         placement=cfg.placement,
         family=family,
-        ports=",".join(str(p) for p in cfg.sip_ports),
+        ports=",".join(str(p) for p in dict.fromkeys(ports)),
         queue=cfg.queue,
-        chain=chain_name(cfg),
+        chain=layer.chain,
         tag=tag(cfg),
         mark=hex(EMIT_MARK),
+        divert=hex(divert_mark(cfg)),
+        table=divert_mark(cfg),
+        proxy_port=cfg.tcp.proxy_port,
     )
 
 
-def jump_rule(cfg: Config, hook: str) -> str:
-    return f'-I {hook} 1 -m comment --comment "{tag(cfg)}" -j {chain_name(cfg)}'
+def jump_rule(cfg: Config, hook: str, layer: Layer | None = None) -> str:
+    chain = layer.chain if layer is not None else chain_name(cfg)
+    return f'-I {hook} 1 -m comment --comment "{tag(cfg)}" -j {chain}'
 
 
 def stand_in_routes(cfg: Config) -> list[str]:
@@ -77,21 +109,57 @@ def stand_in_routes(cfg: Config) -> list[str]:
     return nets
 
 
+def divert_routes(cfg: Config) -> list[tuple[int, list[str]]]:
+    """Policy routing that delivers the proxy's diverted packets locally (gateway + TCP)."""
+    if cfg.placement != "gateway" or not cfg.tcp.enabled:
+        return []
+    mark, table = hex(divert_mark(cfg)), str(divert_mark(cfg))
+    out = []
+    for fam, anynet in ((4, "0.0.0.0/0"), (6, "::/0")):
+        out.append((fam, ["rule", "VERB", "fwmark", mark, "lookup", table]))
+        out.append((fam, ["route", "VERB", "local", anynet, "dev", "lo", "table", table]))
+    return out
+
+
 def _routes(verb: str, cfg: Config) -> None:
     for net in stand_in_routes(cfg):
         res = _run(["ip", "route", verb, "local", net, "dev", "lo", "table", "local"])
         if res.returncode != 0 and verb != "del":
             raise RulesError(f"ip route {verb} local {net}: {res.stderr.strip()}")
+    for fam, args in divert_routes(cfg):
+        if verb == "del":
+            # an ip rule can be added twice: delete until none is left
+            for _ in range(16):
+                if _run(["ip", f"-{fam}", *[verb if a == "VERB" else a for a in args]]).returncode:
+                    break
+            continue
+        if args[0] == "rule":
+            _run(["ip", f"-{fam}", *["del" if a == "VERB" else a for a in args]])
+            cmd = ["ip", f"-{fam}", *["add" if a == "VERB" else a for a in args]]
+        else:
+            cmd = ["ip", f"-{fam}", *["replace" if a == "VERB" else a for a in args]]
+        res = _run(cmd)
+        if res.returncode != 0 and not (fam == 6 and "not supported" in res.stderr.lower()):
+            raise RulesError(f"{' '.join(cmd)}: {res.stderr.strip()}")
 
 
 def render(cfg: Config) -> str:
     """The exact rules, both families, as `rules apply` would install them."""
     out = [f"### ip route replace local {net} dev lo table local\n" for net in stand_in_routes(cfg)]
+    out += [
+        f"### ip -{fam} "
+        + " ".join(
+            "add" if a == "VERB" and args[0] == "rule" else "replace" if a == "VERB" else a for a in args
+        )
+        + "\n"
+        for fam, args in divert_routes(cfg)
+    ]
     for family in (4, 6):
-        body = render_chain(cfg, family).rstrip("\n").split("\n")
-        commit = body.pop()  # COMMIT
-        body += [jump_rule(cfg, h) for h in hooks(cfg)]
-        out.append(f"### {TOOLS[family][1]} --noflush\n" + "\n".join([*body, commit]) + "\n")
+        for layer in layers(cfg):
+            body = render_chain(cfg, family, layer).rstrip("\n").split("\n")
+            commit = body.pop()  # COMMIT
+            body += [jump_rule(cfg, h, layer) for h in layer.hooks]
+            out.append(f"### {TOOLS[family][1]} --noflush\n" + "\n".join([*body, commit]) + "\n")
     return "\n".join(out)
 
 
@@ -128,14 +196,15 @@ def _run(cmd: list[str], stdin: str | None = None) -> subprocess.CompletedProces
         raise RulesError(f"{cmd[0]}: {exc}") from None
 
 
-def state(cfg: Config, family: int) -> FamilyState:
+def state(cfg: Config, family: int, layer: Layer | None = None) -> FamilyState:
+    layer = layer or layers(cfg)[0]
     save, _ = TOOLS[family]
     if shutil.which(save) is None:
         return FamilyState(family, False)
-    res = _run([save, "-t", "filter"])
+    res = _run([save, "-t", layer.table])
     if res.returncode != 0:
         return FamilyState(family, False)  # e.g. a kernel without IPv6
-    chain = chain_name(cfg)
+    chain = layer.chain
     lines = res.stdout.splitlines()
     has_chain = any(line.startswith(f":{chain} ") for line in lines)
     jumps = tuple(
@@ -155,18 +224,20 @@ def _restore(family: int, script: str) -> None:
 
 
 def apply(cfg: Config) -> list[int]:
-    """Install (or refresh) the rules; returns the families done. Atomic per family."""
+    """Install (or refresh) the rules; returns the families done. Atomic per family and table."""
     done = []
     for family in (4, 6):
-        st = state(cfg, family)
-        if not st.available:
-            continue
-        lines = render_chain(cfg, family).rstrip("\n").split("\n")
-        commit = lines.pop()
-        present = {j.split()[1] for j in st.jumps}
-        lines += [jump_rule(cfg, h) for h in hooks(cfg) if h not in present]
-        _restore(family, "\n".join([*lines, commit]) + "\n")
-        done.append(family)
+        for i, layer in enumerate(layers(cfg)):
+            st = state(cfg, family, layer)
+            if not st.available:
+                continue
+            lines = render_chain(cfg, family, layer).rstrip("\n").split("\n")
+            commit = lines.pop()
+            present = {j.split()[1] for j in st.jumps}
+            lines += [jump_rule(cfg, h, layer) for h in layer.hooks if h not in present]
+            _restore(family, "\n".join([*lines, commit]) + "\n")
+            if i == 0:
+                done.append(family)
     if 4 not in done:
         raise RulesError("iptables is not usable: cannot install the IPv4 rules")
     _routes("replace", cfg)
@@ -174,21 +245,28 @@ def apply(cfg: Config) -> list[int]:
 
 
 def remove(cfg: Config) -> list[int]:
-    """Remove our jumps and chain; nothing else is touched. Atomic per family, idempotent."""
+    """Remove our jumps and chains; nothing else is touched. Atomic per family, idempotent."""
     _routes("del", cfg)
     done = []
     for family in (4, 6):
-        st = state(cfg, family)
-        if not st.available or not (st.chain or st.jumps):
-            continue
-        lines = ["*filter"]
-        lines += ["-D" + j[2:] for j in st.jumps]
-        if st.chain:
-            lines += [f"-F {chain_name(cfg)}", f"-X {chain_name(cfg)}"]
-        _restore(family, "\n".join([*lines, "COMMIT"]) + "\n")
-        done.append(family)
+        for layer in layers(cfg):
+            st = state(cfg, family, layer)
+            if not st.available or not (st.chain or st.jumps):
+                continue
+            lines = [f"*{layer.table}"]
+            lines += ["-D" + j[2:] for j in st.jumps]
+            if st.chain:
+                lines += [f"-F {layer.chain}", f"-X {layer.chain}"]
+            _restore(family, "\n".join([*lines, "COMMIT"]) + "\n")
+            if family not in done:
+                done.append(family)
     return done
 
 
 def present(cfg: Config) -> dict[int, bool]:
-    return {f: (s.chain and bool(s.jumps)) for f in (4, 6) if (s := state(cfg, f)).available}
+    out = {}
+    for f in (4, 6):
+        states = [state(cfg, f, layer) for layer in layers(cfg)]
+        if states[0].available:
+            out[f] = all(s.chain and bool(s.jumps) for s in states if s.available)
+    return out

@@ -78,17 +78,21 @@ def start_call(
     target: str | None = None,
     duration_ms: int = 1500,
     flow: str | None = None,
+    transport: str | None = None,
 ) -> tuple[SippRun, SippRun]:
-    """Start the callee's sipp UAS, then the caller's UAC; returns (uac, uas) still running."""
+    """Start the callee's sipp UAS, then the caller's UAC; returns (uac, uas) still running.
+    ``transport`` is sipp's -t (u1, t1, tn: UDP, one TCP connection, one per call)."""
+    extra = ("-t", transport, "-max_socket", "100") if transport else ()
     uas = sipp(
         callee.ns, "uas", work, local=callee.local, media=callee.media, media_port=callee.media_port,
-        keys=callee.keys, port=callee.port, scenario=f"uas_{flow}.xml" if flow else None,
+        keys=callee.keys, port=callee.port, scenario=f"uas_{flow}.xml" if flow else None, extra=extra,
     )  # fmt: skip
     time.sleep(0.4)
     uac = sipp(
         caller.ns, "uac", work, local=caller.local, media=caller.media, media_port=caller.media_port,
         keys=caller.keys, target=target or callee.target, port=caller.port, duration_ms=duration_ms,
         scenario=f"uac_{flow}.xml" if flow and (SCENARIOS / f"uac_{flow}.xml").exists() else None,
+        extra=extra,
     )  # fmt: skip
     return uac, uas
 
@@ -102,6 +106,7 @@ def call(  # type: ignore[no-untyped-def]
     during=None,
     flow: str | None = None,
     target: str | None = None,
+    transport: str | None = None,
 ) -> CallResult:
     """Place one call from ``caller`` (sipp UAC) to ``callee`` (sipp UAS); both stream RTP
     to the address the other's SDP names; packets are counted by the kernel at each end.
@@ -110,7 +115,9 @@ def call(  # type: ignore[no-untyped-def]
     to_uas = Counter(callee.ns, callee.family, "INPUT", f"--dport {callee.media_port}")
     to_uac = Counter(caller.ns, caller.family, "INPUT", f"--dport {caller.media_port}")
     try:
-        uac, uas = start_call(work, caller, callee, target=target, duration_ms=duration_ms, flow=flow)
+        uac, uas = start_call(
+            work, caller, callee, target=target, duration_ms=duration_ms, flow=flow, transport=transport
+        )
         if during is not None:
             during()
         uac_rc = uac.wait(60)
