@@ -15,7 +15,7 @@ from typing import NoReturn
 import click
 
 from . import config as config_mod
-from . import daemon, rules
+from . import daemon, rules, runfiles
 from .destination import implied_destination
 from .errors import Sipnat46Error
 from .media import MediaSessions
@@ -156,11 +156,11 @@ def start(ctx: click.Context, timeout: float) -> None:
     if pid is not None:
         click.echo(f"sipnat46: instance {cfg.instance} is already running (pid {pid})")
         return
-    daemon.run_dir().mkdir(parents=True, exist_ok=True)
+    runfiles.run_dir().mkdir(parents=True, exist_ok=True)
     read_end, write_end = os.pipe()
     cmd = [sys.executable, "-m", "sipnat46.cli", "--config", str(cfg.path), "--instance", cfg.instance]
     cmd += ["run", "--ready-fd", str(write_end)]
-    with open(daemon.logfile(cfg), "ab") as log_fh:
+    with open(runfiles.logfile(cfg), "ab") as log_fh:
         proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
@@ -183,7 +183,7 @@ def start(ctx: click.Context, timeout: float) -> None:
         return
     if proc.poll() is None:
         proc.terminate()
-    tail = daemon.logfile(cfg).read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+    tail = runfiles.logfile(cfg).read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
     fail(f"instance {cfg.instance} did not become ready: {tail[0]}", EXIT_FAILED)
 
 
@@ -207,7 +207,7 @@ def stop(ctx: click.Context, timeout: float) -> None:
         removed = rules.remove(cfg)
     except Sipnat46Error as exc:
         fail(str(exc), EXIT_FAILED)
-    daemon.pidfile(cfg).unlink(missing_ok=True)
+    runfiles.pidfile(cfg).unlink(missing_ok=True)
     what = "stopped" if pid is not None else "was not running"
     extra = f"; removed leftover rules (IPv{'/'.join(map(str, removed))})" if removed and pid is None else ""
     click.echo(f"sipnat46: instance {cfg.instance} {what}{extra}")
@@ -253,7 +253,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
         "queue": queue_figures(cfg.queue),
     }
     try:
-        report["daemon"] = json.loads(daemon.statusfile(cfg).read_text())
+        report["daemon"] = json.loads(runfiles.statusfile(cfg).read_text())
     except (OSError, ValueError):
         report["daemon"] = None
     if as_json:
@@ -276,9 +276,10 @@ def status(ctx: click.Context, as_json: bool) -> None:
             click.echo("stand-ins: " + " ".join(f"{k}={v}" for k, v in st.items()))
             for line in _named_peer_lines(d.get("named_peers")):  # type: ignore[union-attr]
                 click.echo(line)
-            dns46 = d.get("dns46")  # type: ignore[union-attr]
-            if dns46:
-                click.echo("dns46: " + " ".join(f"{k}={v}" for k, v in dns46.items()))
+            for part in ("tcp", "dns46"):
+                figures = d.get(part)  # type: ignore[union-attr]
+                if figures:
+                    click.echo(f"{part}: " + " ".join(f"{k}={v}" for k, v in figures.items()))
     sys.exit(0 if pid is not None else EXIT_NOT_RUNNING)
 
 

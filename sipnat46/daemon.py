@@ -15,13 +15,14 @@ import os
 import resource
 import select
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import dns.name
 
-from . import rules
+from . import rules, watchdog
 from .config import Config
 from .dialogs import ViaMemory
 from .dns46 import Dns46
@@ -33,27 +34,12 @@ from .policy import Rewriter
 from .relay import RelayPool
 from .resolver import RETRY_AFTER, PeerResolver, make_resolver
 from .routes import RouteCache, RouteRefresher, ipv6_usable, local_addresses
+from .runfiles import pidfile, run_dir, statusfile
 from .stream_proxy import StreamProxy
 
 log = logging.getLogger("sipnat46")
 STATUS_EVERY = 1.0
 HOST_ADDR_EVERY = 5.0
-
-
-def run_dir() -> Path:
-    return Path(os.environ.get("SIPNAT46_RUN_DIR", "/run/sipnat46"))
-
-
-def pidfile(cfg: Config) -> Path:
-    return run_dir() / f"{cfg.instance}.pid"
-
-
-def statusfile(cfg: Config) -> Path:
-    return run_dir() / f"{cfg.instance}.json"
-
-
-def logfile(cfg: Config) -> Path:
-    return run_dir() / f"{cfg.instance}.log"
 
 
 def read_pid(cfg: Config) -> int | None:
@@ -123,6 +109,7 @@ class Daemon:
         self.engine = InlineEngine(self.rewriter, cfg.sip_ports, self.counters)
         self.dns46: Dns46Server | None = None
         self.streams: StreamProxy | None = None
+        self.watchdog: subprocess.Popen[bytes] | None = None
 
     def _stop(self, signum: int, _frame: object) -> None:
         log.info("signal %s: stopping", signal.Signals(signum).name)
@@ -247,6 +234,8 @@ class Daemon:
             if self.manage_rules:
                 families = rules.apply(cfg)
                 log.info("rules applied for IPv%s", " and IPv".join(map(str, families)))
+                if cfg.path is not None:
+                    self.watchdog = watchdog.spawn(cfg)
             _write_atomic(statusfile(cfg), json.dumps(self.status(loop)))
             log.info("bound to NFQUEUE %d, %s placement, ready", cfg.queue, cfg.placement)
             if ready_fd is not None:
@@ -309,5 +298,7 @@ class Daemon:
                 final = self.status(loop)
                 _write_atomic(statusfile(cfg), json.dumps(final))
                 pidfile(cfg).unlink(missing_ok=True)
+                if self.watchdog is not None:
+                    self.watchdog.stdin.close()  # type: ignore[union-attr]
                 log.info("stopped: %s", json.dumps(final["counters"]))
         return 0

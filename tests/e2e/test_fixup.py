@@ -174,7 +174,7 @@ def test_untouched_calls_arrive_byte_identical(work: Path) -> None:
     assert c["seen"] >= 12 and c["rewritten"] == 0 and c["unchanged"] >= 12
 
 
-def test_kill9_mid_call_sip_keeps_flowing_then_stop_cleans(work: Path) -> None:
+def test_kill9_mid_call_sip_keeps_flowing_and_the_watchdog_cleans(work: Path) -> None:
     with instance("gw", GATEWAY, work, "gwkill") as cfg:
         pid = daemon_pid("gw", cfg)
 
@@ -189,8 +189,11 @@ def test_kill9_mid_call_sip_keeps_flowing_then_stop_cleans(work: Path) -> None:
             duration_ms=2500,
             during=kill_after_answer,
         )
-        # rules are still there after SIGKILL, and SIP passed anyway (--queue-bypass)
-        assert "sipnat46:gwkill" in ns("gw", "iptables-save").stdout
+        # SIP passed anyway (--queue-bypass), and the watchdog removed the rules
+        saved = "\n".join(ns("gw", tool).stdout for tool in ("iptables-save", "ip6tables-save"))
+        assert "sipnat46:gwkill" not in saved
+        log = (Path("/run/sipnat46") / "gwkill.log").read_text()
+        assert f"daemon {pid} died without cleaning up: removed its rules" in log
         st = ns("gw", sipnat46_bin(), "--config", str(cfg), "status", check=False)
         assert st.returncode == 3 and "not running" in st.stdout
     assert res.uac_rc == 0 and res.uas_rc == 0, res.uac.out.read_text()
