@@ -4,7 +4,9 @@ Rows, measured in one run on the same lab: plain forwarding (no rules), the kern
 helper (nf_conntrack_sip via -j CT --helper sip) and sipnat46 fixup (a rigid PBX writing IPv4
 literals into IPv6 messages), sipnat46 with nothing to fix, and sipnat46 translate (the IPv4-only
 PBX calling the IPv6-only peer's stand-in, relay legs set up per call). A step is clean when every call succeeded with no retransmission.
-Not a test: it prints figures. Usage: scripts/bench-inline [--seconds 5] [--rates 500,1000,...]
+TCP rows (sipp -t t1, one connection for all calls) for plain forwarding, the helper, and
+sipnat46 fixup and translate through the stream proxy.
+Not a test: it prints figures. Usage: scripts/bench-inline [--seconds 5] [--rates 500,1000,...] [--no-tcp]
 """
 
 from __future__ import annotations
@@ -61,13 +63,20 @@ def sipp_cmd(ns_name: str, seconds: float, scenario: str, local: str, *args: str
 
 
 def step(
-    work: Path, rate: int, seconds: float, caller: dict[str, str], translate: bool = False
+    work: Path,
+    rate: int,
+    seconds: float,
+    caller: dict[str, str],
+    translate: bool = False,
+    transport: str = "u1",
 ) -> tuple[bool, dict[str, int]]:
+    """One step at ``rate``; over TCP (transport t1: one connection for all calls, as a trunk
+    does) sipp never retransmits, so clean means every call succeeded."""
     calls = int(rate * seconds)
     uac_ns, uac_ip, target = XLATE_UAC if translate else (UAC[0], UAC[1], f"[{UAS[1]}]:5060")
     uas_ns, uas_ip = XLATE_UAS if translate else UAS
     callee = V6PEER if translate else PEER
-    common = ["-buff_size", "4194304", "-nostdin", "-m", str(calls)]
+    common = ["-buff_size", "4194304", "-nostdin", "-m", str(calls), "-t", transport, "-max_socket", "100"]
     uas = subprocess.Popen(
         sipp_cmd(uas_ns, seconds, "uas_load.xml", uas_ip, *common, *keys(callee)),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work,
@@ -104,11 +113,17 @@ def step(
 
 
 def highest_clean(
-    work: Path, name: str, rates: list[int], seconds: float, caller: dict[str, str], translate: bool = False
+    work: Path,
+    name: str,
+    rates: list[int],
+    seconds: float,
+    caller: dict[str, str],
+    translate: bool = False,
+    transport: str = "u1",
 ) -> int:
     best = 0
     for rate in rates:
-        clean, f = step(work, rate, seconds, caller, translate)
+        clean, f = step(work, rate, seconds, caller, translate, transport)
         print(
             f"  {name:18} {rate:6d} calls/s: {f['ok']}/{f['calls']} ok, {f['failed']} failed, {f['retrans']} retrans -> {'clean' if clean else 'NOT clean'}",
             flush=True,
@@ -122,7 +137,12 @@ def highest_clean(
 def helper_rules(action: str) -> None:
     """Add (-A) or delete (-D) the kernel SIP helper on SIP in both directions, both families."""
     for tool in ("iptables", "ip6tables"):
-        for port_match in ("--dport", "--sport"):
+        for proto, port_match in (
+            ("udp", "--dport"),
+            ("udp", "--sport"),
+            ("tcp", "--dport"),
+            ("tcp", "--sport"),
+        ):
             ns(
                 "gw",
                 tool,
@@ -131,7 +151,7 @@ def helper_rules(action: str) -> None:
                 action,
                 "PREROUTING",
                 "-p",
-                "udp",
+                proto,
                 port_match,
                 "5060",
                 "-j",
@@ -162,6 +182,9 @@ def main() -> None:
     ap.add_argument(
         "--baselines", action=argparse.BooleanOptionalAction, default=True, help="plain and helper rows"
     )
+    ap.add_argument(
+        "--tcp", action=argparse.BooleanOptionalAction, default=True, help="TCP rows (sipp -t t1)"
+    )
     args = ap.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     lab("down")
@@ -177,11 +200,19 @@ def main() -> None:
         # so the baselines carry plain IPv6 messages; sipnat46 is measured on both.
         if args.baselines:
             results["plain forwarding"] = highest_clean(work, "plain", rates, args.seconds, PLAIN)
+            if args.tcp:
+                results["plain forwarding TCP"] = highest_clean(
+                    work, "plain TCP", rates, args.seconds, PLAIN, transport="t1"
+                )
             helper_rules("-A")
             try:
                 results["kernel SIP helper"] = highest_clean(
                     work, "kernel helper", rates, args.seconds, PLAIN
                 )
+                if args.tcp:
+                    results["kernel SIP helper TCP"] = highest_clean(
+                        work, "kernel helper TCP", rates, args.seconds, PLAIN, transport="t1"
+                    )
             finally:
                 helper_rules("-D")
         cfg = work / "bench.toml"
@@ -192,6 +223,10 @@ def main() -> None:
                 work, "sipnat46 pass", rates, args.seconds, PLAIN
             )
             results["sipnat46 fixup"] = highest_clean(work, "sipnat46 fixup", rates, args.seconds, RIGID)
+            if args.tcp:
+                results["sipnat46 fixup TCP"] = highest_clean(
+                    work, "sipnat46 fixup TCP", rates, args.seconds, RIGID, transport="t1"
+                )
             lat = latency(work, cfg, 1000, args.seconds)
             low = max(100, results["sipnat46 fixup"])
             lat_low = latency(work, cfg, low, args.seconds)
@@ -203,6 +238,10 @@ def main() -> None:
             results["sipnat46 translate + relay"] = highest_clean(
                 work, "sipnat46 translate", rates, args.seconds, PBX4, True
             )
+            if args.tcp:
+                results["sipnat46 translate TCP"] = highest_clean(
+                    work, "sipnat46 xlate TCP", rates, args.seconds, PBX4, True, "t1"
+                )
         finally:
             ns("gw", sipnat46_bin(), "--config", str(xcfg), "stop", check=False)
     finally:
@@ -214,6 +253,11 @@ def main() -> None:
     helper = results.get("kernel SIP helper") or 0
     if helper:
         print(f"sipnat46 fixup / kernel helper: {results['sipnat46 fixup'] / helper:.2f} (goal >= 0.5)")
+    for kind in ("fixup", "translate"):
+        udp = results.get(f"sipnat46 {kind}" + (" + relay" if kind == "translate" else ""))
+        tcp = results.get(f"sipnat46 {kind} TCP")
+        if udp and tcp is not None:
+            print(f"sipnat46 {kind} TCP / UDP: {tcp / udp:.2f} (goal >= 0.75)")
     for rate, figures in ((1000, lat), (low, lat_low)):
         print(
             f"sipnat46 added latency per SIP packet at {rate} calls/s: p50 {figures['p50_us']} us, "

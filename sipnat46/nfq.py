@@ -21,7 +21,10 @@ from .inline import Action, InlineEngine
 log = logging.getLogger("sipnat46.nfq")
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 SO_TIMESTAMP = getattr(socket, "SO_TIMESTAMP", 29)
-COPY_RANGE = 65535
+# python-netfilterqueue reads each netlink message into 4096 bytes: a message that does not fit
+# is never verdicted. Copying at most 3840 bytes leaves room for the attributes the kernel adds
+# (a defragmented packet, with TPROXY loaded, carries more of them than a plain one).
+COPY_RANGE = 3840
 
 
 class QueueLoop:

@@ -17,7 +17,7 @@ import pytest
 from sipnat46.sip.message import parse_message
 from tests.e2e.calls import call, plain, rigid
 from tests.e2e.lab import ROOT, daemon_pid, first, instance, kill9, ns, ns_popen, sipnat46_bin, status
-from tests.e2e.test_fixup import GATEWAY, RTP_MIN, assert_fixed_up, assert_only, no_literal_of_family
+from tests.e2e.test_fixup import GATEWAY, HOST, RTP_MIN, assert_fixed_up, assert_only, no_literal_of_family
 from tests.e2e.test_translate import CONFIG, STAND_IN, media_of, ok
 
 TRANSLATE = CONFIG.replace("number = 50", "number = 53")
@@ -386,3 +386,30 @@ s2.settimeout(5)
 out["second"] = s2.recv(65536).decode("latin-1")
 print(json.dumps(out))
 """
+
+
+def test_host_placement_over_tcp_both_directions(work: Path) -> None:
+    host = HOST.replace("number = 47", "number = 55")
+    with instance("rpbx", host, work, "tcphost") as cfg:
+        out = call(
+            work,
+            rigid("rpbx", "2001:db8:5::10", "192.0.2.130", 7000),
+            plain("dspeer", "2001:db8:3::30", 6000),
+            transport="t1",
+        )
+        back = call(
+            work,
+            plain("dspeer", "2001:db8:3::30", 6002, 5062),
+            rigid("rpbx", "2001:db8:5::10", "192.0.2.130", 7002),
+            target="[2001:db8:5::10]:5060",
+            transport="t1",
+        )
+        st = status("rpbx", cfg)["daemon"]["tcp"]
+    assert_fixed_up(out, "2001:db8:5::10")
+    assert out.rtp_to_uas >= RTP_MIN and out.rtp_to_uac >= RTP_MIN
+    assert back.uac_rc == 0 and back.uas_rc == 0, back.uac.out.read_text()
+    answer = first(back.uac.received(), "SIP/2.0 200")  # the rigid PBX's answer, as the peer got it
+    assert_only(answer, "2001:db8:5::10", ("contact", "sdp"))
+    no_literal_of_family(answer, 4)
+    assert back.rtp_to_uas >= RTP_MIN and back.rtp_to_uac >= RTP_MIN
+    assert st["connections"] == 2 and st["open"] == 0 and st["rewritten"] >= 6
