@@ -70,8 +70,10 @@ def step(
     translate: bool = False,
     transport: str = "u1",
 ) -> tuple[bool, dict[str, int]]:
-    """One step at ``rate``; over TCP (transport t1: one connection for all calls, as a trunk
-    does) sipp never retransmits, so clean means every call succeeded."""
+    """One step at ``rate``. Clean: every call succeeded, none needed a retransmission, and the
+    last call ended within 2 s of the step's planned end (over TCP, transport t1: one connection
+    for all calls, as a trunk does, sipp never retransmits, so a path that cannot keep up shows
+    only as calls finishing late)."""
     calls = int(rate * seconds)
     uac_ns, uac_ip, target = XLATE_UAC if translate else (UAC[0], UAC[1], f"[{UAS[1]}]:5060")
     uas_ns, uas_ip = XLATE_UAS if translate else UAS
@@ -84,11 +86,13 @@ def step(
     time.sleep(0.5)
     stat = work / f"uac-{rate}.csv"
     stat.unlink(missing_ok=True)
+    started = time.monotonic()
     subprocess.run(
         sipp_cmd(uac_ns, seconds, "uac_load.xml", uac_ip, "-r", str(rate), "-rp", "1000", *common, *keys(caller),
                  "-s", "bob", "-trace_stat", "-stf", str(stat), "-fd", "1", target),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work, check=False,
     )  # fmt: skip
+    elapsed = time.monotonic() - started
     try:
         uas.wait(15)
     except subprocess.TimeoutExpired:
@@ -97,7 +101,7 @@ def step(
     # an unclean step can leave sipp retransmitting: nothing of it may leak into the next step
     subprocess.run(["pkill", "-x", "sipp"], check=False)
     time.sleep(1.0)
-    figures = {"ok": 0, "failed": 0, "retrans": 0, "calls": calls}
+    figures = {"ok": 0, "failed": 0, "retrans": 0, "calls": calls, "late": round(elapsed - seconds, 1)}
     if stat.exists():
         rows = list(csv.DictReader(stat.open(), delimiter=";"))
         if rows:
@@ -107,8 +111,10 @@ def step(
                 "failed": int(last.get("FailedCall(C)", 0)),
                 "retrans": int(last.get("Retransmissions(C)", 0)),
                 "calls": calls,
+                "late": round(elapsed - seconds, 1),
             }
     clean = figures["ok"] == calls and figures["failed"] == 0 and figures["retrans"] == 0
+    clean = clean and elapsed <= seconds + 2.0
     return clean, figures
 
 
@@ -125,7 +131,7 @@ def highest_clean(
     for rate in rates:
         clean, f = step(work, rate, seconds, caller, translate, transport)
         print(
-            f"  {name:18} {rate:6d} calls/s: {f['ok']}/{f['calls']} ok, {f['failed']} failed, {f['retrans']} retrans -> {'clean' if clean else 'NOT clean'}",
+            f"  {name:18} {rate:6d} calls/s: {f['ok']}/{f['calls']} ok, {f['failed']} failed, {f['retrans']} retrans, done {f['late']:+.1f} s after the step -> {'clean' if clean else 'NOT clean'}",
             flush=True,
         )
         if not clean:

@@ -5,7 +5,7 @@ serve ADDR PORT OUT [--answer] [--ask] [--reset] [--raw] [--seconds S]
     OUT (JSON, latin-1 text); --answer: a 200 to each request, all answers to one read
     written in one send; --ask: an OPTIONS of its own on the first connection after its first
     message (a request in the other direction over the same connection); --reset: reset each
-    connection after its first message.
+    connection after its first message; --close: close it (FIN) after answering it.
 
 Framing here is deliberately independent of sipnat46's (headers end, then Content-Length).
 """
@@ -111,6 +111,12 @@ def serve(addr: str, port: int, out: str, flags: set[str], seconds: float) -> No
                 reply += options(me, 1)
             if reply:
                 s.sendall(reply)  # type: ignore[union-attr]
+            if "close" in flags and msgs:  # a clean close (FIN) from this side
+                sel.unregister(s)
+                s.close()  # type: ignore[union-attr]
+                del conns[s]  # type: ignore[arg-type]
+                record[idx].append("<closed>")
+                continue
             if "reset" in flags and msgs:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # type: ignore[union-attr]
                 sel.unregister(s)

@@ -4,6 +4,7 @@ and kill -9 in the middle of a connection."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -64,27 +65,56 @@ def test_translate_inbound_over_tcp(work: Path) -> None:
     assert media_of(first(res.uac.received(), "SIP/2.0 200"))[0] == "2001:db8:1::1"
 
 
-def test_fixup_over_tcp_rigid_pbx(work: Path) -> None:
-    with instance("gw", FIXUP, work, "tcpfix"):
+@pytest.mark.parametrize("transport", ["t1", "tn"])
+def test_fixup_over_tcp_rigid_pbx(work: Path, transport: str) -> None:
+    with instance("gw", FIXUP, work, f"tcpfix{transport}"):
         res = call(
             work,
             rigid("rpbx", "2001:db8:5::10", "192.0.2.130", 7000),
             plain("dspeer", "2001:db8:3::30", 6000),
+            transport=transport,
+        )
+    if transport == "t1":
+        assert_fixed_up(res, "2001:db8:5::10")
+    else:  # sipp -t tn does not log the INVITE it buffers while connecting: check the rest
+        assert res.uac_rc == 0 and res.uas_rc == 0, res.uac.out.read_text()
+        for method in ("INVITE", "ACK", "BYE"):
+            msg = first(res.uas.received(), method)
+            assert_only(msg, "2001:db8:5::10", ("via", "contact"))
+            no_literal_of_family(msg, 4)
+        via = first(res.uac.received(), "SIP/2.0 200").header_text("via") or ""
+        assert via.startswith("SIP/2.0/TCP 192.0.2.130:")  # the PBX's own Via, restored
+    assert res.rtp_to_uas >= RTP_MIN and res.rtp_to_uac >= RTP_MIN
+
+
+def test_fixup_over_tcp_inbound_to_the_rigid_pbx(work: Path) -> None:
+    with instance("gw", FIXUP, work, "tcpfixin") as cfg:
+        res = call(
+            work,
+            plain("dspeer", "2001:db8:3::30", 6000),
+            rigid("rpbx", "2001:db8:5::10", "192.0.2.130", 7000),
+            target="[2001:db8:5::10]:5060",
             transport="t1",
         )
-    assert_fixed_up(res, "2001:db8:5::10")
+        st = status("gw", cfg)["daemon"]["tcp"]
+    assert res.uac_rc == 0 and res.uas_rc == 0, res.uac.out.read_text()
+    answer = first(res.uac.received(), "SIP/2.0 200")  # the rigid PBX's answer, as the peer got it
+    assert_only(answer, "2001:db8:5::10", ("contact", "sdp"))
+    no_literal_of_family(answer, 4)
     assert res.rtp_to_uas >= RTP_MIN and res.rtp_to_uac >= RTP_MIN
+    assert st["connections"] == 1 and st["rewritten"] >= 2
 
 
 # -- scripted connections: a python client in one namespace, tcp_peer.py in another --------------
 
 PEER = Path(__file__).with_name("tcp_peer.py")
+_RUNS = itertools.count()
 
 
 @contextmanager
 def peer(work: Path, where: str, addr: str, port: int, *flags: str, seconds: float = 20) -> Iterator[Path]:
     """tcp_peer.py serving in a namespace; yields where its record will be (read after exit)."""
-    out = work / f"peer-{where}-{port}.json"
+    out = work / f"peer-{where}-{port}-{next(_RUNS)}.json"  # each run its own record
     proc = ns_popen(
         where,
         sys.executable,
@@ -235,6 +265,11 @@ def test_peer_reset_and_either_side_closing(work: Path) -> None:
         with peer(work, "v6peer", "2001:db8:1::20", 5060, "--answer", "--stop") as out2:
             client("pbx", CLIENT_CLOSE, request("OPTIONS", 5).hex())
         close_st = status("gw", cfg)["daemon"]["tcp"]
+        with peer(work, "v6peer", "2001:db8:1::20", 5060, "--answer", "--close", "--stop"):
+            closed = client("pbx", CLIENT_READ_ALL, request("OPTIONS", 6).hex())
+        fin_st = status("gw", cfg)["daemon"]["tcp"]
+    assert closed == ["SIP/2.0 200 OK", "eof"]  # the answer, then the peer's close, in order
+    assert fin_st["open"] == 0 and fin_st["resets"] == 1
     assert got == "reset"  # the peer's reset reached the PBX as a reset
     assert records(out)[0][0].startswith(b"OPTIONS")
     assert reset_st["resets"] == 1 and reset_st["open"] == 0
@@ -249,6 +284,20 @@ try:
     print(json.dumps("eof" if s.recv(65536) == b"" else "data"))
 except ConnectionResetError:
     print(json.dumps("reset"))
+"""
+
+CLIENT_READ_ALL = """
+s = socket.create_connection(("100.64.46.20", 5060), timeout=5)
+s.sendall(bytes.fromhex(sys.argv[1]))
+seen, buf = [], bytearray()
+while True:
+    data = s.recv(65536)
+    if not data:
+        seen.append("eof")
+        break
+    buf += data
+    seen += [m.split(b"\\r\\n", 1)[0].decode() for m in split_messages(buf) if m.strip()]
+print(json.dumps(seen))
 """
 
 CLIENT_CLOSE = """
