@@ -153,6 +153,21 @@ class Failover:
             self._touch(call_id, peer, target, now)
         return target
 
+    def pin(self, call_id: str, peer: NamedPeer, target: Target, now: float) -> None:
+        """This dialog goes to ``target`` (its TCP connection does)."""
+        self._touch(call_id, peer, target, now)
+
+    def connect_failed(self, peer: NamedPeer, target: Target, why: str, now: float) -> Target | None:
+        """A TCP connection to ``target`` failed: it is avoided; the next target, if any."""
+        self.counters.unreachable += 1
+        self._fail(peer, target, why, now)
+        nxt = next(iter(peer.usable(now, (target,))), None)
+        if nxt is not None:
+            self.counters.failovers += 1
+        else:
+            self.counters.exhausted += 1
+        return nxt
+
     def _touch(self, call_id: str, peer: NamedPeer, target: Target, now: float) -> None:
         self._dialogs[call_id] = (peer, target, now)
         self._dialogs.move_to_end(call_id)

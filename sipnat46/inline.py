@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from .dialogs import CallTracker
 from .errors import NoEgressAddress, SipParseError, StandInExhausted
-from .failover import Pending
+from .failover import Pending, Target
 from .media import MediaSessions, PortsExhausted
 from .packet import PacketError, parse_datagram, replace_payload
 from .plan import Side
@@ -124,14 +124,16 @@ class InlineEngine:
         sport: int,
         dport: int,
         now: float,
+        stream: bool = False,
     ) -> None:
-        """Tell the failover what went to, or came from, a named peer's target."""
+        """Tell the failover what went to, or came from, a named peer's target. Over a stream
+        the connection itself fails over (a request is never re-sent on another transport)."""
         fo = self.rewriter.failover
         if fo is None or out.peer is None:
             return
         call_id = msg.header_text(CALL_ID) or ""
         if out.target is not None:  # the PBX's message to the peer
-            if msg.is_request and msg.method != "ACK":
+            if msg.is_request and msg.method != "ACK" and not stream:
                 fo.request_sent(
                     out.peer, out.target, branch=_top_branch(msg) or call_id, call_id=call_id,
                     original=original, pbx=src, sport=sport, dport=dport, now=now,
@@ -173,12 +175,15 @@ class InlineEngine:
         now: float,
         sport: int = 0,
         dport: int = 0,
+        target: Target | None = None,
+        stream: bool = False,
     ) -> Outcome | None:
         """One SIP message, from a datagram or a stream: its outcome, or None when it must
-        pass as it is (not SIP we can parse, or refused; counted, and a refusal logged once)."""
+        pass as it is (not SIP we can parse, or refused; counted, and a refusal logged once).
+        ``target``: the named peer's target a stream's connection goes to."""
         c = self.counters
         try:
-            out = self.rewriter.rewrite(payload, Packet(side, dst, src), now)
+            out = self.rewriter.rewrite(payload, Packet(side, dst, src, target), now)
         except SipParseError as exc:
             c.unparsed += 1
             reason = exc.what
@@ -190,7 +195,7 @@ class InlineEngine:
             return None
         self._media(out, now)
         if out.peer is not None and out.message is not None:
-            self._named(out, out.message, payload, src, sport, dport, now)
+            self._named(out, out.message, payload, src, sport, dport, now, stream)
         return out
 
     def refuse_once(self, reason: str) -> None:

@@ -40,6 +40,7 @@ class Packet:
     from_side: Side
     dst: IPAddress
     src: IPAddress | None = None
+    target: Target | None = None  # a named peer's target the connection already goes to (TCP)
 
 
 # (field, old text, new value): formatted only when somebody asks for the summary.
@@ -238,7 +239,11 @@ class Rewriter:
         assert self.failover is not None
         found = _CALL_ID.search(data)
         call_id = found.group(1).decode("latin-1") if found else ""
-        target = self.failover.target_for(peer, call_id, now)
+        if packet.target is not None:  # a stream: its connection decided the target
+            target: Target | None = packet.target
+            self.failover.pin(call_id, peer, packet.target, now)
+        else:
+            target = self.failover.target_for(peer, call_id, now)
         if target is None:
             why = peer.resolve_error or "not resolved yet"
             raise NoEgressAddress(f"peer {peer.name} ({peer.host}) has no target: {why}")

@@ -25,7 +25,7 @@ from .inline import HOOK_FORWARD, HOOK_LOCAL_IN, HOOK_LOCAL_OUT, InlineEngine
 from .plan import Side
 from .sip.framing import StreamFramer
 from .sip.uri import IPAddress
-from .streams import Upstream, upstream_for
+from .streams import Upstream, to_target, upstream_for
 
 log = logging.getLogger("sipnat46.tcp")
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h, and IP6T_SO_ORIGINAL_DST
@@ -69,6 +69,7 @@ class Flow:
     client: Half
     upstream: Half
     name: str
+    spec: Upstream
     connecting: bool = True
     deadline: float = 0.0
     reported: bool = False  # TLS / not-SIP said once for this flow
@@ -98,6 +99,7 @@ class StreamProxy:
         self.ep = select.epoll()
         self._fds: dict[int, tuple[Flow, Half] | socket.socket] = {}
         self.flows: set[Flow] = set()
+        self.connecting: set[Flow] = set()  # only these have a deadline: no scan of all flows
         self.listeners: list[socket.socket] = []
         for family, anyaddr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
             try:
@@ -144,16 +146,14 @@ class StreamProxy:
                 continue
             if flow.connecting:
                 if half is flow.upstream and ev & (OUT | ERR):
-                    self._connected(flow)
+                    self._connected(flow, now)
                 continue
             if ev & OUT:
                 self._flush(flow, half)
             if ev & (IN | ERR) and flow in self.flows:
                 self._read(flow, half, now)
-        for flow in [f for f in self.flows if f.connecting and f.deadline < now]:
-            self.counters.connect_failed += 1
-            log.info("%s: no connection within %.0f s", flow.name, CONNECT_TIMEOUT)
-            self._reset(flow)
+        for flow in [f for f in self.connecting if f.deadline < now]:
+            self._connect_failed(flow, f"no connection within {CONNECT_TIMEOUT:.0f} s", now)
 
     def _accept(self, listener: socket.socket, now: float) -> None:
         for _ in range(256):
@@ -191,20 +191,34 @@ class StreamProxy:
         except (NoEgressAddress, StandInExhausted) as exc:
             self._refuse(sock, str(exc))
             return
-        try:
-            usock = self._connect(up)
-        except OSError as exc:
-            self.counters.connect_failed += 1
-            log.info("connection from %s to %s:%d not carried: %s", client, up.address, up.port, exc)
-            _abort(sock)
-            return
+        fo = self.engine.rewriter.failover
+        while True:
+            try:
+                usock = self._connect(up)
+                break
+            except (OSError, NoEgressAddress) as exc:  # e.g. no route: a peer by name moves on
+                self.counters.connect_failed += 1
+                log.info("connection from %s to %s:%d not carried: %s", client, up.address, up.port, exc)
+                nxt = None
+                if up.peer is not None and up.target is not None and fo is not None:
+                    nxt = fo.connect_failed(up.peer, up.target, str(exc), now)
+                if nxt is None:
+                    _abort(sock)
+                    return
+                try:
+                    up = to_target(self.engine.rewriter, client, up.peer, nxt)  # type: ignore[arg-type]
+                except NoEgressAddress as exc2:
+                    log.info("connection from %s: %s", client, exc2)
+                    _abort(sock)
+                    return
         name = f"tcp {client} -> {dst}:{dport}" + (f" (as {up.address})" if up.address != dst else "")
         c = Half(sock, side, client, dst)
         u = Half(usock, side.other, up.address, up.bind or dst)  # local address known once connected
-        flow = Flow(c, u, name, deadline=now + CONNECT_TIMEOUT)
+        flow = Flow(c, u, name, up, deadline=now + CONNECT_TIMEOUT)
         if dport in self.tls_ports:
             c.framer.mode = u.framer.mode = "tls"
         self.flows.add(flow)
+        self.connecting.add(flow)
         self.counters.open += 1
         self._fds[sock.fileno()] = (flow, c)
         self._fds[usock.fileno()] = (flow, u)
@@ -233,15 +247,39 @@ class StreamProxy:
             raise
         return s
 
-    def _connected(self, flow: Flow) -> None:
+    def _connect_failed(self, flow: Flow, why: str, now: float) -> None:
+        """The second connection did not come up: a peer by name tries its next target (the
+        PBX's connection waits, unread, meanwhile); anything else is reset."""
+        self.counters.connect_failed += 1
+        log.info("%s: connect to %s failed: %s", flow.name, flow.upstream.remote, why)
+        spec, fo = flow.spec, self.engine.rewriter.failover
+        if spec.peer is not None and spec.target is not None and fo is not None:
+            nxt = fo.connect_failed(spec.peer, spec.target, why, now)
+            if nxt is not None:
+                try:
+                    up = to_target(self.engine.rewriter, flow.client.remote, spec.peer, nxt)
+                    usock = self._connect(up)
+                except (OSError, NoEgressAddress) as exc:
+                    log.info("%s: next target %s: %s", flow.name, nxt, exc)
+                else:
+                    self._forget(flow.upstream)
+                    flow.upstream.sock.close()
+                    flow.upstream = Half(usock, flow.upstream.side, up.address, up.bind or up.address)
+                    flow.spec, flow.deadline = up, now + CONNECT_TIMEOUT
+                    self._fds[usock.fileno()] = (flow, flow.upstream)
+                    self.ep.register(usock.fileno(), OUT)
+                    log.info("%s: now to %s", flow.name, nxt)
+                    return
+        self._reset(flow)
+
+    def _connected(self, flow: Flow, now: float) -> None:
         u = flow.upstream
         err = u.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
-            self.counters.connect_failed += 1
-            log.info("%s: connect failed: %s", flow.name, errno.errorcode.get(err, err))
-            self._reset(flow)
+            self._connect_failed(flow, errno.errorcode.get(err, str(err)), now)
             return
         flow.connecting = False
+        self.connecting.discard(flow)
         u.local = _ip(u.sock.getsockname()[0])
         for half in (flow.client, flow.upstream):
             half.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -275,7 +313,10 @@ class StreamProxy:
         for frame in half.framer.feed(data):
             if frame.kind == "message":
                 c.messages += 1
-                out = self.engine.message(frame.data, half.side, half.remote, half.local, now)
+                target = flow.spec.target if half is flow.client else None
+                out = self.engine.message(
+                    frame.data, half.side, half.remote, half.local, now, target=target, stream=True
+                )
                 if out is not None and out.changed:
                     c.rewritten += 1
                     other.out += out.data
@@ -358,6 +399,7 @@ class StreamProxy:
                 pass
 
     def _drop(self, flow: Flow) -> None:
+        self.connecting.discard(flow)
         if flow in self.flows:
             self.flows.discard(flow)
             self.counters.open -= 1

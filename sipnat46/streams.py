@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import NoEgressAddress, StandInExhausted
+from .failover import NamedPeer, Target
 from .plan import Side
 from .policy import Rewriter
 from .sip.uri import IPAddress
@@ -25,6 +26,8 @@ class Upstream:
     bind: IPAddress | None  # None: the kernel picks the source
     transparent: bool  # bind is not an address of the box (the client's own)
     translated: bool
+    peer: NamedPeer | None = None  # a peer by name: the connection fails over across its targets
+    target: Target | None = None
 
 
 def upstream_for(
@@ -34,8 +37,13 @@ def upstream_for(
     plan = rewriter.plan
     gateway = plan.placement == "gateway"
     if side is Side.INSIDE:
-        if rewriter.failover is not None and rewriter.failover.peer_of_stand_in(dst) is not None:
-            raise NoEgressAddress(f"{dst} is a peer by name: TCP to peers by name is not carried yet")
+        named = rewriter.failover.peer_of_stand_in(dst) if rewriter.failover is not None else None
+        if named is not None:
+            target = named.first_choice(now)
+            if target is None:
+                why = named.resolve_error or "not resolved yet"
+                raise NoEgressAddress(f"peer {named.name} ({named.host}) has no target: {why}")
+            return to_target(rewriter, client, named, target)
         target = plan.stand_ins.ipv6_for(dst, now) if dst.version == 4 else None
         if target is not None:
             if not rewriter.ipv6_enabled:
@@ -59,3 +67,19 @@ def upstream_for(
             raise StandInExhausted(f"no stand-in for {client}")
         return Upstream(pbx4, dport, stand_in if gateway else None, False, True)
     raise NoEgressAddress(f"no PBX address to carry a connection to {dst} to")
+
+
+def to_target(rewriter: Rewriter, client: IPAddress, peer: NamedPeer, target: Target) -> Upstream:
+    """A connection to one target of a peer by name: IPv6 translated from the box, IPv4 from
+    the PBX's own address (transparently, on a gateway that does not masquerade IPv4)."""
+    plan = rewriter.plan
+    if target.family == 6:
+        if not rewriter.ipv6_enabled:
+            raise NoEgressAddress(f"cannot reach {target}: IPv6 is disabled on this box")
+        return Upstream(
+            target.address, target.port, rewriter.egress_towards(target.address), False, True, peer, target
+        )
+    if plan.placement == "gateway" and 4 not in plan.masquerade:
+        return Upstream(target.address, target.port, client, True, False, peer, target)
+    masq = rewriter.egress_towards(target.address) if 4 in plan.masquerade else None
+    return Upstream(target.address, target.port, masq, False, False, peer, target)

@@ -241,3 +241,31 @@ def test_carrier_calls_in_from_its_targets_and_the_pbx_sees_the_stand_in(
         assert_only(invite, STAND_IN, ("via", "contact", "from"))  # one peer, whichever target called
     assert media_of(first(via6.uas.received(), "INVITE"))[0] == "192.0.2.1"  # relayed
     assert media_of(first(via4.uas.received(), "INVITE"))[0] == "198.51.100.20"  # direct
+
+
+def test_named_peer_over_tcp_fails_over_when_the_ipv6_target_refuses(work: Path, dns_server: Path) -> None:
+    reject = ["INPUT", "-p", "tcp", "--dport", "5060", "-j", "REJECT", "--reject-with", "tcp-reset"]
+    ns("v6peer", "ip6tables", "-I", *reject)
+    try:
+        with instance("gw", config(failover_after=40), work, "dnstcp") as cfg:
+            res = call(
+                work,
+                plain("pbx", "192.0.2.10", 7000),
+                plain("v4peer", "198.51.100.20", 6000),
+                target=f"{STAND_IN}:5060",
+                transport="t1",
+            )
+            st = status("gw", cfg)["daemon"]
+    finally:
+        ns("v6peer", "ip6tables", "-D", *reject)
+    ok(res)
+    carrier = st["named_peers"]["peers"]["carrier"]
+    assert carrier["targets"][0]["failures"] == 1 and "ECONNREFUSED" in carrier["targets"][0]["last_failure"]
+    assert st["tcp"]["connect_failed"] == 1 and st["tcp"]["open"] == 0
+    invite = first(res.uas.received(), "INVITE")
+    assert invite.data.startswith(b"INVITE sip:bob@198.51.100.20:5060 SIP/2.0\r\n")
+    assert b"SIP/2.0/TCP 192.0.2.10:" in invite.data  # the PBX's own Via: IPv4 all the way
+    no_literal_of_family(invite, 6)
+    assert media_of(invite)[0] == "192.0.2.10" and st["relay"]["legs"] == 0
+    answer = first(res.uac.received(), "SIP/2.0 200")
+    assert_only(answer, STAND_IN, ("contact",))

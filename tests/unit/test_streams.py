@@ -7,7 +7,7 @@ import ipaddress
 import pytest
 
 from sipnat46.errors import NoEgressAddress
-from sipnat46.failover import Failover, NamedPeer
+from sipnat46.failover import Failover, NamedPeer, Target
 from sipnat46.plan import AddressPlan, Side, StandIns
 from sipnat46.policy import Rewriter
 from sipnat46.streams import Upstream, upstream_for
@@ -59,6 +59,16 @@ def test_host_placement_lets_the_kernel_pick() -> None:
     )
 
 
-def test_a_peer_by_name_over_tcp_is_refused_with_a_reason() -> None:
-    with pytest.raises(NoEgressAddress, match="peer by name"):
-        upstream_for(rewriter(), Side.INSIDE, PBX, ip("100.64.46.30"), 5060, 0.0)
+def test_a_peer_by_name_goes_to_its_first_target_and_names_it() -> None:
+    rw = rewriter()
+    with pytest.raises(NoEgressAddress, match=r"carrier .* no target"):  # not resolved yet
+        upstream_for(rw, Side.INSIDE, PBX, ip("100.64.46.30"), 5060, 0.0)
+    assert rw.failover is not None
+    v6, v4 = Target(PEER6, 5062), Target(ip("198.51.100.20"), 5060)
+    rw.failover.update("carrier", (v6, v4), 300.0, 0.0)
+    peer = rw.failover.peers["carrier"]
+    up = upstream_for(rw, Side.INSIDE, PBX, ip("100.64.46.30"), 5060, 0.0)
+    assert up == Upstream(PEER6, 5062, BOX6, False, True, peer, v6)
+    assert rw.failover.connect_failed(peer, v6, "ECONNREFUSED", 1.0) == v4
+    up = upstream_for(rw, Side.INSIDE, PBX, ip("100.64.46.30"), 5060, 2.0)  # v6 is avoided now
+    assert up == Upstream(v4.address, 5060, PBX, True, False, peer, v4)
