@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.calls import call, plain
+from tests.e2e.calls import CallResult, call, plain
 from tests.e2e.lab import PREFIX, first, instance, ns, ns_popen, sipnat46_bin, status
 from tests.e2e.test_fixup import RTP_MIN, assert_only, no_literal_of_family
 from tests.e2e.test_translate import media_of, ok
@@ -74,6 +74,28 @@ def dns_server(lab_up: None, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     proc.wait(10)
 
 
+def call_v4_while_v6_target(
+    work: Path, rule: str, name: str, cfg_text: str, transport: str | None = None
+) -> tuple[CallResult, dict]:  # type: ignore[type-arg]
+    """The PBX calls the carrier's stand-in while the IPv6 target's SIP port gets ``rule``
+    ("PROTO -j ..."); the IPv4 target (v4peer) answers. The call and the daemon's status."""
+    proto, action = rule.split(" ", 1)
+    spec = ["INPUT", "-p", proto, "--dport", "5060", *action.split()]
+    ns("v6peer", "ip6tables", "-I", *spec)
+    try:
+        with instance("gw", cfg_text, work, name) as cfg:
+            res = call(
+                work,
+                plain("pbx", "192.0.2.10", 7000),
+                plain("v4peer", "198.51.100.20", 6000),
+                target=f"{STAND_IN}:5060",
+                transport=transport,
+            )
+            return res, status("gw", cfg)["daemon"]
+    finally:
+        ns("v6peer", "ip6tables", "-D", *spec)
+
+
 def peer_status(cfg: Path) -> dict:  # type: ignore[type-arg]
     return status("gw", cfg)["daemon"]["named_peers"]
 
@@ -102,19 +124,7 @@ def test_named_peer_resolved_by_rfc3263_and_called_over_ipv6(work: Path, dns_ser
 
 
 def test_silent_ipv6_target_fails_over_to_ipv4_without_relay(work: Path, dns_server: Path) -> None:
-    drop = ["INPUT", "-p", "udp", "--dport", "5060", "-j", "DROP"]
-    ns("v6peer", "ip6tables", "-I", *drop)
-    try:
-        with instance("gw", config(), work, "dnsfail") as cfg:
-            res = call(
-                work,
-                plain("pbx", "192.0.2.10", 7000),
-                plain("v4peer", "198.51.100.20", 6000),
-                target=f"{STAND_IN}:5060",
-            )
-            st = status("gw", cfg)["daemon"]
-    finally:
-        ns("v6peer", "ip6tables", "-D", *drop)
+    res, st = call_v4_while_v6_target(work, "udp -j DROP", "dnsfail", config())
     ok(res)
     carrier = st["named_peers"]["peers"]["carrier"]
     assert carrier["in_use"] == "198.51.100.20:5060"
@@ -134,30 +144,10 @@ def test_silent_ipv6_target_fails_over_to_ipv4_without_relay(work: Path, dns_ser
 
 
 def test_icmpv6_unreachable_fails_over_without_waiting(work: Path, dns_server: Path) -> None:
-    reject = [
-        "INPUT",
-        "-p",
-        "udp",
-        "--dport",
-        "5060",
-        "-j",
-        "REJECT",
-        "--reject-with",
-        "icmp6-port-unreachable",
-    ]
-    ns("v6peer", "ip6tables", "-I", *reject)
-    try:
-        # The no-answer timer is longer than the whole call: only the ICMPv6 error can move it.
-        with instance("gw", config(failover_after=40), work, "dnsicmp") as cfg:
-            res = call(
-                work,
-                plain("pbx", "192.0.2.10", 7000),
-                plain("v4peer", "198.51.100.20", 6000),
-                target=f"{STAND_IN}:5060",
-            )
-            st = status("gw", cfg)["daemon"]["named_peers"]
-    finally:
-        ns("v6peer", "ip6tables", "-D", *reject)
+    # The no-answer timer is longer than the whole call: only the ICMPv6 error can move it.
+    reject = "udp -j REJECT --reject-with icmp6-port-unreachable"
+    res, daemon = call_v4_while_v6_target(work, reject, "dnsicmp", config(failover_after=40))
+    st = daemon["named_peers"]
     ok(res, rtp=RTP_MIN)
     assert st["unreachable"] == 1 and st["timeouts"] == 0
     assert "ICMPv6" in st["peers"]["carrier"]["targets"][0]["last_failure"]
@@ -244,20 +234,8 @@ def test_carrier_calls_in_from_its_targets_and_the_pbx_sees_the_stand_in(
 
 
 def test_named_peer_over_tcp_fails_over_when_the_ipv6_target_refuses(work: Path, dns_server: Path) -> None:
-    reject = ["INPUT", "-p", "tcp", "--dport", "5060", "-j", "REJECT", "--reject-with", "tcp-reset"]
-    ns("v6peer", "ip6tables", "-I", *reject)
-    try:
-        with instance("gw", config(failover_after=40), work, "dnstcp") as cfg:
-            res = call(
-                work,
-                plain("pbx", "192.0.2.10", 7000),
-                plain("v4peer", "198.51.100.20", 6000),
-                target=f"{STAND_IN}:5060",
-                transport="t1",
-            )
-            st = status("gw", cfg)["daemon"]
-    finally:
-        ns("v6peer", "ip6tables", "-D", *reject)
+    reject = "tcp -j REJECT --reject-with tcp-reset"
+    res, st = call_v4_while_v6_target(work, reject, "dnstcp", config(failover_after=40), transport="t1")
     ok(res)
     carrier = st["named_peers"]["peers"]["carrier"]
     assert carrier["targets"][0]["failures"] == 1 and "ECONNREFUSED" in carrier["targets"][0]["last_failure"]
