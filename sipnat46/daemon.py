@@ -224,8 +224,8 @@ class Daemon:
             raise
         refresher = RouteRefresher(self.routes)
         refresher.start()
-        self._start_resolver()
         try:
+            self._start_resolver()
             self._start_dns46()
             if cfg.tcp.enabled:
                 _raise_fd_limit()

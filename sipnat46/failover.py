@@ -219,9 +219,6 @@ class Failover:
         if peer is not None and target is not None:
             self._touch(call_id, peer, target, now)
 
-    def dialog_ended(self, call_id: str) -> None:
-        self._dialogs.pop(call_id, None)
-
     @staticmethod
     def _target_at(peer: NamedPeer, addr: IPAddress) -> Target | None:
         return next((t for t in peer.targets if t.address == addr), None)

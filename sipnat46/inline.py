@@ -151,16 +151,17 @@ class InlineEngine:
             media.release(pending.call_id)
             if self.relay is not None:
                 self.relay.close(pending.call_id)
-        try:
-            out = self.rewriter.rewrite(
-                pending.original, Packet(Side.INSIDE, pending.peer.stand_in, pending.pbx), now
-            )
-        except (SipParseError, StandInExhausted, NoEgressAddress, PortsExhausted) as exc:
-            self.counters.refused += 1
-            log.warning("failover of %s not sent: %s", pending.call_id, exc)
-            return None
-        self._media(out, now)
-        if out.src is None or out.target is None:
+        # The failover already points the dialog and the transaction at the new target.
+        out = self.message(
+            pending.original,
+            Side.INSIDE,
+            pending.pbx,
+            pending.peer.stand_in,
+            now,
+            pending.sport,
+            pending.dport,
+        )
+        if out is None or out.src is None or out.target is None:
             return None
         self.counters.translated += 1
         log.info("peer %s: %s unanswered, sent to %s", pending.peer.name, pending.tried[-1], out.target)

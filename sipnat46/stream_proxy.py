@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from .emit import EMIT_MARK, IP_TRANSPARENT, IPV6_TRANSPARENT, SO_MARK
 from .errors import NoEgressAddress, StandInExhausted
-from .inline import HOOK_FORWARD, HOOK_LOCAL_IN, HOOK_LOCAL_OUT, InlineEngine
+from .inline import InlineEngine
 from .plan import Side
 from .sip.framing import StreamFramer
 from .sip.uri import IPAddress
@@ -185,7 +185,8 @@ class StreamProxy:
         if dport == self.port:
             self._refuse(sock, f"a connection to the proxy port itself from {client}")
             return
-        side = self.engine.side_of(_hook_for(self, client), client)
+        # The client is the PBX (its own address, or on a host this host's) or a peer.
+        side = Side.INSIDE if self.engine.rewriter.plan.is_pbx_side(client) else Side.OUTSIDE
         try:
             up = upstream_for(self.engine.rewriter, side, client, dst, dport, now)
         except (NoEgressAddress, StandInExhausted) as exc:
@@ -422,11 +423,3 @@ def _abort(sock: socket.socket) -> None:
     except OSError:
         pass
     sock.close()
-
-
-def _hook_for(proxy: StreamProxy, client: IPAddress) -> int:
-    """The netfilter hook the connection would have been seen at, for InlineEngine.side_of."""
-    if proxy.transparent:
-        return HOOK_FORWARD
-    plan = proxy.engine.rewriter.plan
-    return HOOK_LOCAL_OUT if plan.is_pbx_side(client) else HOOK_LOCAL_IN
