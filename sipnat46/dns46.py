@@ -35,9 +35,9 @@ class Ask:
     """A query waiting for the upstream resolver, and what to do with its answer."""
 
     client_id: int
-    query: dns.message.Message  # the client's question
+    query: dns.message.Message | None  # the client's question (None: not parseable, sent as is)
     wire: bytes  # what goes upstream: the client's own bytes, or our AAAA query
-    stage: str  # "plain": pass back; "a": A of a SIP name; "aaaa": its AAAA, to synthesise
+    stage: str  # "plain"/"raw": pass back; "a": A of a SIP name; "aaaa": its AAAA, to synthesise
     empty_a: bytes = b""  # stage "aaaa": the A answer to return if nothing is synthesised
 
 
@@ -67,8 +67,12 @@ class Dns46:
         try:
             q = dns.message.from_wire(wire)
         except dns.exception.DNSException:
+            # Not ours to judge: the upstream answers it (or not), and that goes back as it is.
             self.counters.malformed += 1
-            return None, None
+            if len(wire) < 12:  # not even a header: nothing to match an answer to
+                return None, None
+            self.counters.forwarded += 1
+            return None, Ask(int.from_bytes(wire[:2], "big"), None, wire, "raw")
         if len(q.question) != 1 or q.opcode() != 0:
             return None, self._forward(q, wire, "plain")
         question = q.question[0]
@@ -91,11 +95,14 @@ class Dns46:
 
     def upstream(self, ask: Ask, wire: bytes, now: float) -> tuple[bytes | None, Ask | None]:
         """The upstream's answer to ``ask``: the client's answer, or one more query."""
+        if ask.stage == "raw":
+            return wire, None
         try:
             answer = dns.message.from_wire(wire)
         except dns.exception.DNSException:
             self.counters.malformed += 1
-            return None, None
+            # an "aaaa" ask's own query drew it: the client still gets its A answer
+            return (ask.empty_a if ask.stage == "aaaa" else wire), None
         if ask.stage == "plain":
             self._learn(answer)
             return wire, None
@@ -103,12 +110,13 @@ class Dns46:
             has_a = any(rr.rdtype == dns.rdatatype.A for rr in answer.answer)
             if has_a or answer.rcode() != dns.rcode.NOERROR:
                 return wire, None
+            assert ask.query is not None
             aaaa = dns.message.make_query(ask.query.question[0].name, "AAAA").to_wire()
             return None, Ask(ask.client_id, ask.query, aaaa, "aaaa", wire)
         v6 = [(rr.ttl, r.address) for rr in answer.answer if rr.rdtype == dns.rdatatype.AAAA for r in rr]
         for ttl, addr in v6:
             stand_in = self.stand_ins.stand_in_for(ipaddress.IPv6Address(addr), now)
-            if stand_in is not None:
+            if stand_in is not None and ask.query is not None:
                 self.counters.synthesised += 1
                 return self._answer_a(ask.query, str(stand_in), self._ttl(ttl)), None
         return ask.empty_a, None

@@ -88,7 +88,11 @@ def test_a_sip_name_with_a_records_is_passed_unchanged() -> None:
     assert d.upstream(ask, back, 0.0) == (back, None)  # type: ignore[arg-type]
 
 
-def test_garbage_is_counted_not_answered() -> None:
+def test_garbage_is_counted_and_passed_to_the_upstream_as_it_is() -> None:
     d = core()
-    assert d.query(b"\x00\x01garbage", 0.0) == (None, None)
-    assert d.counters.malformed == 1
+    assert d.query(b"\x00\x01garbage", 0.0) == (None, None)  # shorter than a DNS header
+    junk = b"\x12\x34" + b"\xff" * 30
+    wire, ask = d.query(junk, 0.0)
+    assert wire is None and ask is not None and ask.wire == junk and ask.client_id == 0x1234
+    assert d.upstream(ask, b"\x12\x34whatever", 0.0) == (b"\x12\x34whatever", None)
+    assert d.counters.malformed == 2
