@@ -31,13 +31,19 @@ def test_rules_apply_and_remove_are_idempotent_and_touch_nothing_else(work: Path
             text.count('-A FORWARD -m comment --comment "sipnat46:rules" -j S46-rules') == 2
         )  # once per family
         assert "--queue-bypass" in text and "--queue-num 48" in text
+        # the stream proxy's TPROXY chain, and the policy route that delivers to it, once each
+        assert text.count('-A PREROUTING -m comment --comment "sipnat46:rules" -j S46T-rules') == 2
+        assert "-j TPROXY --on-port 15060" in text
+        divert = "fwmark 0x460030 lookup 4587568"
+        assert [ns("gw", "ip", f"-{f}", "rule").stdout.count(divert) for f in (4, 6)] == [1, 1]
         rendered = ns("gw", sipnat46_bin(), "--config", str(cfg), "rules", "render").stdout
-        assert "-j NFQUEUE --queue-num 48 --queue-bypass" in rendered
+        assert "-j NFQUEUE --queue-num 48 --queue-bypass" in rendered and "TPROXY" in rendered
         for _ in range(2):
             assert ns("gw", sipnat46_bin(), "--config", str(cfg), "rules", "remove").returncode == 0
         text = saved("gw")
-        assert "sipnat46" not in text and "S46-rules" not in text
+        assert "sipnat46" not in text and "S46-rules" not in text and "S46T-rules" not in text
         assert "--dport 9 -j ACCEPT" in text
+        assert all(divert not in ns("gw", "ip", f"-{f}", "rule").stdout for f in (4, 6))
     finally:
         ns("gw", "iptables", "-D", "FORWARD", "-p", "tcp", "--dport", "9", "-j", "ACCEPT", check=False)
 
