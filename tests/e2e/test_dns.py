@@ -188,8 +188,8 @@ def test_dns46_pbx_resolves_the_carrier_through_the_box(work: Path, dns_server: 
             www_upstream = query("gw", DNS_SERVER, "www.carrier.example", "A")
             query("pbx", "192.0.2.1", "_sip._udp.v6.example", "SRV")  # names v6only as a SIP host
             v6only = query("pbx", "192.0.2.1", "v6only.carrier.example", "A")
+            st = status("gw", cfg)["daemon"]["dns46"]  # waits for the daemon's next figures
             text = ns("gw", sipnat46_bin(), "--config", str(cfg), "status", check=False).stdout
-            st = status("gw", cfg)["daemon"]["dns46"]
     finally:
         resolv.unlink()
         resolv.parent.rmdir()

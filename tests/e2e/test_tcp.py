@@ -349,8 +349,8 @@ def test_tls_is_carried_untouched_counted_and_logged(work: Path) -> None:
             client("pbx", CLIENT_RAW, "5061", hello.hex())
         with peer(work, "v6peer", "2001:db8:1::20", 5060, "--raw", "--stop") as on_5060:
             client("pbx", CLIENT_RAW, "5060", hello.hex())  # TLS records on a SIP port
+        st = status("gw", cfg)["daemon"]["tcp"]  # waits for the daemon's next figures
         text = ns("gw", sipnat46_bin(), "--config", str(cfg), "status", check=False).stdout
-        st = status("gw", cfg)["daemon"]["tcp"]
     for out in (on_5061, on_5060):
         (conn,) = records(out)
         assert b"".join(conn[:-1]) == hello and conn[-1] == b"<eof>"  # byte for byte
