@@ -330,8 +330,11 @@ for i in range(int(sys.argv[1])):
     s = socket.create_connection(("100.64.46.20", 5060), timeout=10)
     s.sendall(request_bytes(i))
     socks.append(s)
-time.sleep(1.5)  # the daemon writes its figures once a second
-st = json.loads(open("/run/sipnat46/tcpmany.json").read())["tcp"]
+for _ in range(40):  # the daemon writes its figures once a second
+    time.sleep(0.5)
+    st = json.loads(open("/run/sipnat46/tcpmany.json").read())["tcp"]
+    if st["messages"] >= len(socks):
+        break
 for s in socks:
     s.close()
 time.sleep(1.0)
