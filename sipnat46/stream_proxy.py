@@ -11,6 +11,7 @@ carried unchanged. Runs in the daemon's loop: one epoll, non-blocking sockets.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import ipaddress
 import logging
@@ -192,26 +193,16 @@ class StreamProxy:
         except (NoEgressAddress, StandInExhausted) as exc:
             self._refuse(sock, str(exc))
             return
-        fo = self.engine.rewriter.failover
-        while True:
-            try:
-                usock = self._connect(up)
-                break
-            except (OSError, NoEgressAddress) as exc:  # e.g. no route: a peer by name moves on
-                self.counters.connect_failed += 1
-                log.info("connection from %s to %s:%d not carried: %s", client, up.address, up.port, exc)
-                nxt = None
-                if up.peer is not None and up.target is not None and fo is not None:
-                    nxt = fo.connect_failed(up.peer, up.target, str(exc), now)
-                if nxt is None:
-                    _abort(sock)
-                    return
-                try:
-                    up = to_target(self.engine.rewriter, client, up.peer, nxt)  # type: ignore[arg-type]
-                except NoEgressAddress as exc2:
-                    log.info("connection from %s: %s", client, exc2)
-                    _abort(sock)
-                    return
+        try:
+            usock = self._connect(up)
+        except OSError as exc:  # e.g. no route: a peer by name moves on to its next target
+            self.counters.connect_failed += 1
+            log.info("connection from %s to %s:%d not carried: %s", client, up.address, up.port, exc)
+            again = self._next_target(client, up, str(exc), now)
+            if again is None:
+                _abort(sock)
+                return
+            up, usock = again
         name = f"tcp {client} -> {dst}:{dport}" + (f" (as {up.address})" if up.address != dst else "")
         c = Half(sock, side, client, dst)
         u = Half(usock, side.other, up.address, up.bind or dst)  # local address known once connected
@@ -248,30 +239,41 @@ class StreamProxy:
             raise
         return s
 
+    def _next_target(
+        self, client: IPAddress, failed: Upstream, why: str, now: float
+    ) -> tuple[Upstream, socket.socket] | None:
+        """After ``failed``: a peer by name's next targets, in order, until a connect starts."""
+        fo = self.engine.rewriter.failover
+        while failed.peer is not None and failed.target is not None and fo is not None:
+            nxt = fo.connect_failed(failed.peer, failed.target, why, now)
+            if nxt is None:
+                return None
+            failed = dataclasses.replace(failed, target=nxt)  # blamed if it fails too
+            try:
+                up = to_target(self.engine.rewriter, client, failed.peer, nxt)
+                return up, self._connect(up)
+            except (OSError, NoEgressAddress) as exc:
+                self.counters.connect_failed += 1
+                why = str(exc)
+        return None
+
     def _connect_failed(self, flow: Flow, why: str, now: float) -> None:
         """The second connection did not come up: a peer by name tries its next target (the
         PBX's connection waits, unread, meanwhile); anything else is reset."""
         self.counters.connect_failed += 1
         log.info("%s: connect to %s failed: %s", flow.name, flow.upstream.remote, why)
-        spec, fo = flow.spec, self.engine.rewriter.failover
-        if spec.peer is not None and spec.target is not None and fo is not None:
-            nxt = fo.connect_failed(spec.peer, spec.target, why, now)
-            if nxt is not None:
-                try:
-                    up = to_target(self.engine.rewriter, flow.client.remote, spec.peer, nxt)
-                    usock = self._connect(up)
-                except (OSError, NoEgressAddress) as exc:
-                    log.info("%s: next target %s: %s", flow.name, nxt, exc)
-                else:
-                    self._forget(flow.upstream)
-                    flow.upstream.sock.close()
-                    flow.upstream = Half(usock, flow.upstream.side, up.address, up.bind or up.address)
-                    flow.spec, flow.deadline = up, now + CONNECT_TIMEOUT
-                    self._fds[usock.fileno()] = (flow, flow.upstream)
-                    self.ep.register(usock.fileno(), OUT)
-                    log.info("%s: now to %s", flow.name, nxt)
-                    return
-        self._reset(flow)
+        again = self._next_target(flow.client.remote, flow.spec, why, now)
+        if again is None:
+            self._reset(flow)
+            return
+        up, usock = again
+        self._forget(flow.upstream)
+        flow.upstream.sock.close()
+        flow.upstream = Half(usock, flow.upstream.side, up.address, up.bind or up.address)
+        flow.spec, flow.deadline = up, now + CONNECT_TIMEOUT
+        self._fds[usock.fileno()] = (flow, flow.upstream)
+        self.ep.register(usock.fileno(), OUT)
+        log.info("%s: now to %s", flow.name, up.target)
 
     def _connected(self, flow: Flow, now: float) -> None:
         u = flow.upstream
