@@ -47,6 +47,7 @@ _SCHEMA: dict[str, set[str] | None] = {
 }
 
 
+MAX_PORTS = 15  # iptables' multiport match takes at most 15
 _HOSTNAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]*)(\.[A-Za-z0-9_][A-Za-z0-9_-]*)*\.?$")
 
 
@@ -248,6 +249,8 @@ def _tcp(t: dict[str, Any], sip_ports: tuple[int, ...]) -> TcpConfig:
         if not isinstance(ports, list):
             raise ConfigError("tcp.tls_ports", "must be a list of ports")
         c.tls_ports = tuple(_int(v, f"tcp.tls_ports[{i}]", 1, 65535) for i, v in enumerate(ports))
+    if c.enabled and len({*sip_ports, *c.tls_ports}) > MAX_PORTS:
+        raise ConfigError("tcp.tls_ports", f"with inside.sip_ports, at most {MAX_PORTS} ports in all")
     return c
 
 
@@ -310,6 +313,8 @@ def parse(doc: dict[str, Any]) -> Config:
     if not isinstance(ports, list) or not ports:
         raise ConfigError("inside.sip_ports", "must be a non-empty list of ports")
     cfg.sip_ports = tuple(_int(v, f"inside.sip_ports[{i}]", 1, 65535) for i, v in enumerate(ports))
+    if len(set(cfg.sip_ports)) > MAX_PORTS:
+        raise ConfigError("inside.sip_ports", f"at most {MAX_PORTS} ports (an iptables multiport match)")
 
     outside = _table(doc, "outside")
     for fam in (4, 6):

@@ -45,6 +45,16 @@ def test_example_config_loads() -> None:
         ('[inside]\npbx = ["192.0.2.10"]\n[dns]\nresolver = "x"\n', "dns.resolver"),
         ('[inside]\npbx = ["192.0.2.10"]\n[dns46]\nenabled = true\n', "dns46.listen"),
         ('[inside]\npbx = ["192.0.2.10"]\n[dns46]\nenabled = "yes"\n', "dns46.enabled"),
+        (
+            '[inside]\npbx = ["192.0.2.10"]\nsip_ports = [' + ",".join(map(str, range(5060, 5076))) + "]\n",
+            "inside.sip_ports",
+        ),
+        (
+            '[inside]\npbx = ["192.0.2.10"]\nsip_ports = [' + ",".join(map(str, range(5062, 5077))) + "]\n",
+            "tcp.tls_ports",
+        ),
+        ('[inside]\npbx = ["192.0.2.10"]\n[tcp]\nproxy_port = 5060\n', "tcp.proxy_port"),
+        ('[inside]\npbx = ["192.0.2.10"]\n[tcp]\nenabled = 1\n', "tcp.enabled"),
         ("[inside]\n", "inside.pbx"),
         ('placement = "moon"\n[inside]\npbx = ["192.0.2.10"]\n', "placement"),
         ('[inside]\npbx = ["192.0.2.10"]\n[media]\nrelay = "rtpengine"\n', "media.relay"),
