@@ -39,6 +39,14 @@ _ORIGIN = {2: "ICMP", 3: "ICMPv6"}
 SendError = tuple[IPAddress, int, str]
 
 
+def make_transparent(s: socket.socket) -> None:
+    """Let ``s`` bind (and send from, or accept for) an address that is not the box's own."""
+    if s.family == socket.AF_INET:
+        s.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+    else:
+        s.setsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
+
+
 def bound_udp(address: IPAddress, port: int) -> socket.socket:
     af = socket.AF_INET if address.version == 4 else socket.AF_INET6
     s = socket.socket(af, socket.SOCK_DGRAM)
@@ -46,12 +54,11 @@ def bound_udp(address: IPAddress, port: int) -> socket.socket:
     s.setsockopt(socket.SOL_SOCKET, SO_MARK, EMIT_MARK)
     if address.version == 4:
         s.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
-        s.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
         s.setsockopt(socket.SOL_IP, IP_RECVERR, 1)
     else:
         s.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
-        s.setsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
         s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+    make_transparent(s)
     s.setblocking(False)
     s.bind((str(address), port))
     return s

@@ -20,7 +20,7 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
-from .emit import EMIT_MARK, IP_TRANSPARENT, IPV6_TRANSPARENT, SO_MARK
+from .emit import EMIT_MARK, SO_MARK, make_transparent
 from .errors import NoEgressAddress, StandInExhausted
 from .inline import InlineEngine
 from .plan import Side
@@ -116,12 +116,7 @@ class StreamProxy:
         if family == socket.AF_INET6:
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         if self.transparent:
-            level, opt = (
-                (socket.SOL_IP, IP_TRANSPARENT)
-                if family == socket.AF_INET
-                else (socket.IPPROTO_IPV6, IPV6_TRANSPARENT)
-            )
-            s.setsockopt(level, opt, 1)
+            make_transparent(s)
         s.bind((anyaddr, self.port))
         s.listen(1024)
         s.setblocking(False)
@@ -222,12 +217,7 @@ class StreamProxy:
         try:
             s.setsockopt(socket.SOL_SOCKET, SO_MARK, EMIT_MARK)  # never caught by our own rules
             if up.transparent:
-                level, opt = (
-                    (socket.SOL_IP, IP_TRANSPARENT)
-                    if family == socket.AF_INET
-                    else (socket.IPPROTO_IPV6, IPV6_TRANSPARENT)
-                )
-                s.setsockopt(level, opt, 1)
+                make_transparent(s)
             if up.bind is not None:
                 s.bind((str(up.bind), 0))
             s.setblocking(False)
