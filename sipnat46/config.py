@@ -212,6 +212,18 @@ def _dns_name(value: Any, key: str) -> str:
     return value.rstrip(".")
 
 
+def _bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(key, "must be true or false")
+    return value
+
+
+def _ports(value: Any, key: str, *, empty: bool = True) -> tuple[int, ...]:
+    if not isinstance(value, list) or not (value or empty):
+        raise ConfigError(key, "must be a list of ports" if empty else "must be a non-empty list of ports")
+    return tuple(_int(v, f"{key}[{i}]", 1, 65535) for i, v in enumerate(value))
+
+
 def _addr_list(value: Any, key: str) -> tuple[IPAddress, ...]:
     if not isinstance(value, list):
         raise ConfigError(key, "must be a list of IP addresses")
@@ -237,18 +249,13 @@ def _dns(t: dict[str, Any]) -> DnsConfig:
 def _tcp(t: dict[str, Any], sip_ports: tuple[int, ...]) -> TcpConfig:
     c = TcpConfig()
     if "enabled" in t:
-        if not isinstance(t["enabled"], bool):
-            raise ConfigError("tcp.enabled", "must be true or false")
-        c.enabled = t["enabled"]
+        c.enabled = _bool(t["enabled"], "tcp.enabled")
     if "proxy_port" in t:
         c.proxy_port = _int(t["proxy_port"], "tcp.proxy_port", 1, 65535)
     if c.proxy_port in sip_ports:
         raise ConfigError("tcp.proxy_port", f"{c.proxy_port} is a SIP port: pick a port nothing else uses")
     if "tls_ports" in t:
-        ports = t["tls_ports"]
-        if not isinstance(ports, list):
-            raise ConfigError("tcp.tls_ports", "must be a list of ports")
-        c.tls_ports = tuple(_int(v, f"tcp.tls_ports[{i}]", 1, 65535) for i, v in enumerate(ports))
+        c.tls_ports = _ports(t["tls_ports"], "tcp.tls_ports")
     if c.enabled and len({*sip_ports, *c.tls_ports}) > MAX_PORTS:
         raise ConfigError("tcp.tls_ports", f"with inside.sip_ports, at most {MAX_PORTS} ports in all")
     return c
@@ -257,9 +264,7 @@ def _tcp(t: dict[str, Any], sip_ports: tuple[int, ...]) -> TcpConfig:
 def _dns46(t: dict[str, Any]) -> Dns46Config:
     d = Dns46Config()
     if "enabled" in t:
-        if not isinstance(t["enabled"], bool):
-            raise ConfigError("dns46.enabled", "must be true or false")
-        d.enabled = t["enabled"]
+        d.enabled = _bool(t["enabled"], "dns46.enabled")
     if "listen" in t:
         d.listen = _addr(t["listen"], "dns46.listen")
     if "port" in t:
@@ -309,10 +314,7 @@ def parse(doc: dict[str, Any]) -> Config:
     if not isinstance(pbx, list) or not pbx:
         raise ConfigError("inside.pbx", "must be a non-empty list of addresses")
     cfg.pbx = tuple(_addr(v, f"inside.pbx[{i}]") for i, v in enumerate(pbx))
-    ports = inside.get("sip_ports", [5060])
-    if not isinstance(ports, list) or not ports:
-        raise ConfigError("inside.sip_ports", "must be a non-empty list of ports")
-    cfg.sip_ports = tuple(_int(v, f"inside.sip_ports[{i}]", 1, 65535) for i, v in enumerate(ports))
+    cfg.sip_ports = _ports(inside.get("sip_ports", [5060]), "inside.sip_ports", empty=False)
     if len(set(cfg.sip_ports)) > MAX_PORTS:
         raise ConfigError("inside.sip_ports", f"at most {MAX_PORTS} ports (an iptables multiport match)")
 

@@ -109,16 +109,24 @@ def stand_in_routes(cfg: Config) -> list[str]:
     return nets
 
 
-def divert_routes(cfg: Config) -> list[tuple[int, list[str]]]:
-    """Policy routing that delivers the proxy's diverted packets locally (gateway + TCP)."""
+def divert_routes(cfg: Config) -> list[tuple[int, str, list[str]]]:
+    """Policy routing that delivers the proxy's diverted packets locally (gateway + TCP):
+    (family, "rule" or "route", arguments after the verb)."""
     if cfg.placement != "gateway" or not cfg.tcp.enabled:
         return []
     mark, table = hex(divert_mark(cfg)), str(divert_mark(cfg))
     out = []
     for fam, anynet in ((4, "0.0.0.0/0"), (6, "::/0")):
-        out.append((fam, ["rule", "VERB", "fwmark", mark, "lookup", table]))
-        out.append((fam, ["route", "VERB", "local", anynet, "dev", "lo", "table", table]))
+        out.append((fam, "rule", ["fwmark", mark, "lookup", table]))
+        out.append((fam, "route", ["local", anynet, "dev", "lo", "table", table]))
     return out
+
+
+_INSTALL = {"rule": "add", "route": "replace"}  # ip rule has no replace: a stale one goes first
+
+
+def _ip(fam: int, kind: str, verb: str, args: list[str]) -> list[str]:
+    return ["ip", f"-{fam}", kind, verb, *args]
 
 
 def _routes(verb: str, cfg: Config) -> None:
@@ -126,18 +134,15 @@ def _routes(verb: str, cfg: Config) -> None:
         res = _run(["ip", "route", verb, "local", net, "dev", "lo", "table", "local"])
         if res.returncode != 0 and verb != "del":
             raise RulesError(f"ip route {verb} local {net}: {res.stderr.strip()}")
-    for fam, args in divert_routes(cfg):
+    for fam, kind, args in divert_routes(cfg):
         if verb == "del":
-            # an ip rule can be added twice: delete until none is left
-            for _ in range(16):
-                if _run(["ip", f"-{fam}", *[verb if a == "VERB" else a for a in args]]).returncode:
+            for _ in range(16):  # an ip rule can be added twice: delete until none is left
+                if _run(_ip(fam, kind, "del", args)).returncode:
                     break
             continue
-        if args[0] == "rule":
-            _run(["ip", f"-{fam}", *["del" if a == "VERB" else a for a in args]])
-            cmd = ["ip", f"-{fam}", *["add" if a == "VERB" else a for a in args]]
-        else:
-            cmd = ["ip", f"-{fam}", *["replace" if a == "VERB" else a for a in args]]
+        if kind == "rule":
+            _run(_ip(fam, kind, "del", args))  # never two of the same rule
+        cmd = _ip(fam, kind, _INSTALL[kind], args)
         res = _run(cmd)
         ipv6_off = fam == 6 and ("disabled" in res.stderr.lower() or "not supported" in res.stderr.lower())
         if res.returncode != 0 and not ipv6_off:  # a box without IPv6 has no IPv6 to divert
@@ -148,12 +153,7 @@ def render(cfg: Config) -> str:
     """The exact rules, both families, as `rules apply` would install them."""
     out = [f"### ip route replace local {net} dev lo table local\n" for net in stand_in_routes(cfg)]
     out += [
-        f"### ip -{fam} "
-        + " ".join(
-            "add" if a == "VERB" and args[0] == "rule" else "replace" if a == "VERB" else a for a in args
-        )
-        + "\n"
-        for fam, args in divert_routes(cfg)
+        f"### {' '.join(_ip(fam, kind, _INSTALL[kind], args))}\n" for fam, kind, args in divert_routes(cfg)
     ]
     for family in (4, 6):
         for layer in layers(cfg):
