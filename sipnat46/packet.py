@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .errors import Sipnat46Error
 from .sip.uri import IPAddress
@@ -45,6 +46,13 @@ class Datagram:
     proto: int
 
 
+@lru_cache(maxsize=4096)
+def _address(packed: bytes) -> IPAddress:
+    """The address in 4 or 16 packed bytes. Cached: a box sees the same few peers over and
+    over, and building an ipaddress object costs more than parsing the rest of the header."""
+    return ipaddress.ip_address(packed)
+
+
 def parse_datagram(buf: bytes) -> Datagram:
     """Parse an IPv4 or IPv6 packet carrying UDP; raises PacketError otherwise."""
     if len(buf) < 20:
@@ -58,8 +66,8 @@ def parse_datagram(buf: bytes) -> Datagram:
         if struct.unpack_from("!H", buf, 6)[0] & 0x3FFF:
             raise PacketError("IPv4 fragment", "fragment")
         proto = buf[9]
-        src: IPAddress = ipaddress.IPv4Address(buf[12:16])
-        dst: IPAddress = ipaddress.IPv4Address(buf[16:20])
+        src: IPAddress = _address(buf[12:16])
+        dst: IPAddress = _address(buf[16:20])
         off = ihl
         family = 4
     elif version == 6:
@@ -77,8 +85,8 @@ def parse_datagram(buf: bytes) -> Datagram:
             off += hlen
         if proto == _FRAGMENT:
             raise PacketError("IPv6 fragment", "fragment")
-        src = ipaddress.IPv6Address(buf[8:24])
-        dst = ipaddress.IPv6Address(buf[24:40])
+        src = _address(buf[8:24])
+        dst = _address(buf[24:40])
         family = 6
     else:
         raise PacketError(f"IP version {version}")
@@ -93,34 +101,30 @@ def parse_datagram(buf: bytes) -> Datagram:
 
 
 def checksum(data: bytes, initial: int = 0) -> int:
-    """RFC 1071 one's-complement sum, folded (not inverted)."""
-    if len(data) % 2:
-        data += b"\0"
-    total = initial + sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
+    """RFC 1071 one's-complement sum of 16-bit words, folded (not inverted).
+
+    Folding keeps the sum modulo 0xFFFF (2**16 is 1 modulo 0xFFFF), and so does reading the
+    whole buffer as one big-endian integer: one C-level conversion instead of a word loop.
+    The folded sum is 0 only when every word is; otherwise a multiple of 0xFFFF folds to it.
+    """
+    total = initial + int.from_bytes(data + b"\0" if len(data) % 2 else data, "big")
+    return total % 0xFFFF or (0xFFFF if total else 0)
 
 
-def _pseudo(src: IPAddress, dst: IPAddress, length: int) -> int:
-    if src.version == 4:
-        return checksum(src.packed + dst.packed + struct.pack("!BBH", 0, PROTO_UDP, length))
-    return checksum(src.packed + dst.packed + struct.pack("!IxxxB", length, PROTO_UDP))
-
-
-def udp_checksum(src: IPAddress, dst: IPAddress, udp: bytes) -> int:
-    """The checksum field for ``udp`` (header with checksum zeroed, plus payload)."""
-    value = 0xFFFF ^ checksum(udp, _pseudo(src, dst, len(udp)))
-    return value or 0xFFFF  # 0 means "no checksum" in IPv4 and is forbidden in IPv6
+def _udp_checksum(addresses: bytes, udp: bytes) -> int:
+    """The checksum field for ``udp`` (checksum zeroed) between the packed source and
+    destination ``addresses``. Both pseudo-headers add up to the addresses plus the protocol
+    plus the UDP length: IPv6 writes the length in 32 bits, which modulo 0xFFFF is the same."""
+    pseudo = int.from_bytes(addresses, "big") + PROTO_UDP + len(udp)
+    return (0xFFFF ^ checksum(udp, pseudo)) or 0xFFFF  # 0 means "no checksum" (forbidden in IPv6)
 
 
 def replace_payload(buf: bytes, d: Datagram, payload: bytes) -> bytes:
     """The same packet with a new UDP payload: IP length, IPv4 header checksum, UDP length
     and UDP checksum recomputed. IP options and IPv6 extension headers are kept."""
     ulen = 8 + len(payload)
-    udp = bytearray(struct.pack("!HHHH", d.sport, d.dport, ulen, 0) + payload)
-    csum = udp_checksum(d.src, d.dst, bytes(udp))
-    struct.pack_into("!H", udp, 6, csum)
+    udp = struct.pack("!HHHH", d.sport, d.dport, ulen, 0) + payload
+    csum = _udp_checksum(buf[12:20] if d.family == 4 else buf[8:40], udp)
     head = bytearray(buf[: d.l4_offset])
     if d.family == 4:
         struct.pack_into("!H", head, 2, len(head) + ulen)
@@ -128,4 +132,4 @@ def replace_payload(buf: bytes, d: Datagram, payload: bytes) -> bytes:
         struct.pack_into("!H", head, 10, 0xFFFF ^ checksum(bytes(head[: (head[0] & 0x0F) * 4])))
     else:
         struct.pack_into("!H", head, 4, len(head) - 40 + ulen)
-    return bytes(head) + bytes(udp)
+    return b"".join((head, udp[:6], csum.to_bytes(2, "big"), udp[8:]))

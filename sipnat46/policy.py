@@ -16,15 +16,14 @@ from .failover import Failover, NamedPeer, Target
 from .media import Endpoint, MediaSessions
 from .plan import AddressPlan, Side
 from .sdp import MediaDescription, SdpAddress, SessionDescription, parse_sdp
-from .sip.addrs import parse_name_addr, split_values
+from .sip.addrs import uri_hosts
 from .sip.body import sdp_spans
 from .sip.headers import CALL_ID, URI_LIST_HEADERS, VIA
 from .sip.message import Edits, SipMessage, finish, parse_message
-from .sip.uri import Host, IPAddress, format_address, format_host, parse_ip
+from .sip.tokens import address_tokens, token_address
+from .sip.uri import IPAddress, format_address, format_host, parse_ip
 from .sip.via import Via, parse_via_values
 
-# Anything that could be an IPv4 or IPv6 literal (a superset: parse_ip decides).
-_ADDRESS_TOKEN = re.compile(rb"(?<![0-9A-Za-z_.:-])[0-9A-Fa-f:.]{3,45}(?![0-9A-Za-z_.:-])")
 _START_LINE = re.compile(rb"(SIP/2\.0 [1-9]\d\d )|[A-Za-z0-9.!%*_+`'~-]+ [^ \r\n]+ SIP/2\.0\r?\n")
 _BRANCH = re.compile(rb"branch[ \t]*=[ \t]*([^;, \t\r\n]+)", re.IGNORECASE)
 _CALL_ID = re.compile(rb"^(?:call-id|i)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
@@ -295,38 +294,30 @@ class Rewriter:
         changes: list[Change] = []
         media: list[MediaChange] = []
 
-        def put_host(host: Host | None, what: str, *, bracket: bool = True) -> bool:
-            if host is None:
-                return False
-            addr = host.address
+        def put_host(addr: IPAddress | None, start: int, end: int, text: str, what: str) -> None:
             if addr is None:
-                return False
+                return
             new = course.map_host(addr)
             if new is None or new == addr:
-                return False
-            text = format_host(new) if bracket else format_address(new)
-            edits.replace(host.start, host.end, text.encode())
-            changes.append((what, host.text, new))
-            return True
+                return
+            edits.replace(start, end, format_host(new).encode())
+            changes.append((what, text, new))
 
         if msg.is_request and addresses and msg.uri is not None:
             uri = msg.uri
-            if uri.host is not None:
-                put_host(uri.host, "Request-URI")
-            put_host(uri.params.get("maddr"), "Request-URI maddr")
+            for label, host in (("Request-URI", uri.host), ("Request-URI maddr", uri.params.get("maddr"))):
+                if host is not None:
+                    put_host(host.address, host.start, host.end, host.text, label)
 
         self._vias(msg, course, edits, changes, now)
 
         for h in msg.headers if addresses else ():
             if h.name not in URI_LIST_HEADERS:
                 continue
-            for s, e in split_values(data, h.value_start, h.value_end):
-                na = parse_name_addr(data, s, e)
-                if na.uri is None or na.uri.host is None:
-                    continue
+            base = h.value_start
+            for maddr, s, e, text in uri_hosts(data, base, h.value_end):
                 label = h.name.title()
-                put_host(na.uri.host, label)
-                put_host(na.uri.params.get("maddr"), f"{label} maddr")
+                put_host(parse_ip(text), base + s, base + e, text, f"{label} maddr" if maddr else label)
 
         for s, e in sdp_spans(msg) if addresses else ():
             sd = parse_sdp(data, s, e)
@@ -359,12 +350,10 @@ class Rewriter:
         if start is None or (b"\r\n\r\n" not in data and b"\n\n" not in data):
             raise SipParseError("not a SIP message (no request or status line, or no end of headers)", 0)
         addresses = False
-        for token in set(_ADDRESS_TOKEN.findall(data)):
-            text = token.decode("latin-1")
-            addr = parse_ip(text)
-            if addr is None and ":" in text:  # IPv4 address with a port
-                addr = parse_ip(text.rsplit(":", 1)[0])
-            if addr is not None and course.map_host(addr) is not None:
+        map_host = course.map_host
+        for token in address_tokens(data):
+            addr = token_address(token)
+            if addr is not None and map_host(addr) is not None:
                 addresses = True
                 break
         restore = False

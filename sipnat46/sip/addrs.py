@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ..errors import SipParseError
 from .uri import Uri, parse_uri
@@ -112,3 +113,38 @@ def parse_name_addr(data: bytes, start: int, end: int) -> NameAddr:
     if ustart >= uend:
         raise SipParseError("empty URI", ustart)
     return NameAddr(start, end, parse_uri(data, ustart, uend))
+
+
+# (is maddr=, start, end, text) of one host a URI list names.
+UriHost = tuple[bool, int, int, str]
+
+
+def uri_hosts(data: bytes, start: int, end: int) -> tuple[UriHost, ...]:
+    """The hosts (and maddr= hosts) of the URIs in a From/To/Contact-like value, with
+    offsets relative to ``start``. Parsing depends on the value's bytes alone, and the same
+    Contact, From and To come back in message after message: a value seen before costs a
+    lookup. A broken value raises with its position in the whole message."""
+    try:
+        return _uri_hosts(data[start:end])
+    except SipParseError:
+        _uri_hosts_in(data, start, end)  # raises again, saying where in the message
+        raise
+
+
+@lru_cache(maxsize=4096)
+def _uri_hosts(value: bytes) -> tuple[UriHost, ...]:
+    return _uri_hosts_in(value, 0, len(value))
+
+
+def _uri_hosts_in(data: bytes, start: int, end: int) -> tuple[UriHost, ...]:
+    hosts: list[UriHost] = []
+    for s, e in split_values(data, start, end):
+        uri = parse_name_addr(data, s, e).uri
+        if uri is None or uri.host is None:
+            continue
+        h = uri.host
+        hosts.append((False, h.start - start, h.end - start, h.text))
+        maddr = uri.params.get("maddr")
+        if maddr is not None:
+            hosts.append((True, maddr.start - start, maddr.end - start, maddr.text))
+    return tuple(hosts)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..errors import SipParseError
 from .headers import CONTENT_LENGTH, canonical_name
@@ -24,8 +25,9 @@ def _is_token(raw: bytes) -> bool:
 MAX_HEADERS = 256
 
 
-@dataclass(slots=True)
-class HeaderField:
+class HeaderField(NamedTuple):
+    """Where one header field sits (a tuple: a message has a dozen, built per packet)."""
+
     name: str  # canonical long lower-case name
     start: int  # first byte of the header line
     value_start: int
@@ -146,6 +148,7 @@ def _parse_headers(data: bytes, pos: int, head_end: int) -> list[HeaderField]:
     limit = head_end + 2 if data[head_end : head_end + 2] == b"\r\n" else head_end + 1
     match = _HEADER.match
     append = headers.append
+    new = tuple.__new__  # HeaderField's own __new__ is a Python function: this is not
     while pos < head_end:
         m = match(data, pos, limit)
         if m is None:
@@ -157,7 +160,7 @@ def _parse_headers(data: bytes, pos: int, head_end: int) -> list[HeaderField]:
         vstart, vend = m.start(2), m.end(2)
         while vend > vstart and data[vend - 1] in b" \t\r\n":
             vend -= 1
-        append(HeaderField(canonical_name(m.group(1)), pos, vstart, vend, m.end()))
+        append(new(HeaderField, (canonical_name(m.group(1)), pos, vstart, vend, m.end())))
         if len(headers) > MAX_HEADERS:
             raise SipParseError("too many header fields", pos)
         pos = m.end()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment
 
 from sipnat46.inline import HOOK_FORWARD, Action, InlineEngine
-from sipnat46.packet import PacketError, parse_datagram, replace_payload
+from sipnat46.packet import PacketError, checksum, parse_datagram, replace_payload
 from sipnat46.plan import AddressPlan, StandIns
 from sipnat46.policy import Rewriter
 from tests.conftest import ROOT
@@ -47,6 +49,33 @@ def test_replace_payload_checksums(src: str, dst: str) -> None:
     bigger = replace_payload(raw, d, INVITE)
     scapy_ok(bigger)
     assert parse_datagram(bigger).end - parse_datagram(bigger).payload_offset == len(INVITE)
+
+
+def rfc1071(data: bytes, initial: int = 0) -> int:
+    """The textbook word loop the fast checksum must agree with."""
+    if len(data) % 2:
+        data += b"\0"
+    total = initial
+    for i in range(0, len(data), 2):
+        total += data[i] << 8 | data[i + 1]
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+@given(st.binary(max_size=300), st.integers(0, 0xFFFF))
+def test_checksum_agrees_with_the_word_loop(data: bytes, initial: int) -> None:
+    assert checksum(data, initial) == rfc1071(data, initial)
+
+
+@given(
+    st.sampled_from([("192.0.2.10", "198.51.100.7"), ("2001:db8::1", "2001:db8:ffff::2")]),
+    st.integers(1, 65535),
+    st.binary(max_size=200),
+    st.binary(min_size=1, max_size=600),
+)
+def test_replace_payload_checksums_any_payload(pair, sport: int, old: bytes, new: bytes) -> None:  # type: ignore[no-untyped-def]
+    raw = build_udp(ip(pair[0]), ip(pair[1]), sport, 5060, old)
+    scapy_ok(replace_payload(raw, parse_datagram(raw), new))
 
 
 def test_ip_options_are_kept() -> None:

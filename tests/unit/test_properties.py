@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sipnat46.errors import Sipnat46Error
+from sipnat46.errors import Sipnat46Error, SipParseError
 from sipnat46.media import MediaSessions
 from sipnat46.plan import AddressPlan, Side, StandIns
 from sipnat46.policy import Packet, Rewriter
+from sipnat46.sip.addrs import _uri_hosts_in, uri_hosts
+from sipnat46.sip.headers import URI_LIST_HEADERS
 from sipnat46.sip.message import Edits, finish, parse_message
+from sipnat46.sip.tokens import address_tokens
 from tests.conftest import RFC4475, RFC5118, SAMPLES
 
 ip = ipaddress.ip_address
@@ -173,3 +178,35 @@ def test_answer_from_ipv6_and_back(case) -> None:  # type: ignore[no-untyped-def
     orig = parse_message(offer)
     assert orig.value(orig.first("via")) in inbound.data  # type: ignore[arg-type]
     assert "c=IN IP4 192.0.2.1" in text and "Contact: <sip:bob@100.64.46.10:5062>" in text
+
+
+# The pre-check's scan, as first written: one regex with look-arounds (slow, but plain).
+REFERENCE_TOKEN = re.compile(rb"(?<![0-9A-Za-z_.:-])[0-9A-Fa-f:.]{3,45}(?![0-9A-Za-z_.:-])")
+TOKEN_ALPHABET = st.sampled_from(list(b"0129afAF:.-_xzG []@;\r\n\t\x00\xff"))
+
+
+@settings(max_examples=500)
+@given(st.one_of(st.lists(TOKEN_ALPHABET, max_size=120).map(bytes), mutated()))
+def test_address_tokens_match_the_reference_scan(data: bytes) -> None:
+    assert address_tokens(data) == set(REFERENCE_TOKEN.findall(data))
+
+
+@given(mutated())
+def test_uri_hosts_of_a_value_do_not_depend_on_where_it_sits(data: bytes) -> None:
+    """The cached host list of a header value equals parsing it in place, and a broken value
+    raises the same error, with its position in the whole message."""
+    try:
+        msg = parse_message(data)
+    except Sipnat46Error:
+        return
+    for h in msg.headers:
+        if h.name not in URI_LIST_HEADERS:
+            continue
+        try:
+            in_place = _uri_hosts_in(data, h.value_start, h.value_end)
+        except SipParseError as exc:
+            with pytest.raises(SipParseError) as cached:
+                uri_hosts(data, h.value_start, h.value_end)
+            assert str(cached.value) == str(exc)
+            continue
+        assert uri_hosts(data, h.value_start, h.value_end) == in_place
