@@ -13,6 +13,10 @@ class Side(enum.Enum):
     INSIDE = "inside"  # the PBX
     OUTSIDE = "outside"  # trunks, phones, proxies
 
+    # Members are singletons: identity hashing is right, and C-level (Enum's own hashes the
+    # name in Python, per packet, in every per-side table).
+    __hash__ = object.__hash__
+
     @property
     def other(self) -> Side:
         return Side.OUTSIDE if self is Side.INSIDE else Side.INSIDE

@@ -15,7 +15,7 @@ from ..errors import SipParseError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-_HOST_END = frozenset(b":;?>, \t\r\n")
+_HOST_END = frozenset(b":;?>, \t\r\n")  # what _HOST stops at; narrower sets are subsets
 _PARAM_END = frozenset(b";?>, \t\r\n")
 
 
@@ -93,14 +93,8 @@ def parse_host(data: bytes, pos: int, end: int, *, stops: frozenset[int] = _HOST
     if m.group(1) is not None:
         host = Host(m.group(1).decode("latin-1"), pos, m.end())
     else:
-        hend = m.end()
-        if stops is not _HOST_END:  # a narrower stop set (Via sent-by, maddr=)
-            hend = pos
-            while hend < m.end() and data[hend] not in stops:
-                hend += 1
-            if hend == pos:
-                raise SipParseError("empty host", pos)
-        host = Host(data[pos:hend].decode("latin-1"), pos, hend)
+        # Every stop set is a subset of what _HOST stops at, so the run is the host.
+        host = Host(m.group().decode("latin-1"), pos, m.end())
     p = _PORT.match(data, host.end, end)
     if p is not None:
         pstart, look = p.span(1)

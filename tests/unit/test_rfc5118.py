@@ -107,3 +107,11 @@ def test_all_valid_pass_untouched_when_nothing_matches(path: str) -> None:
     plan = AddressPlan(pbx=(ip("203.0.113.77"),))
     out = Rewriter(plan).rewrite(data, Packet(Side.INSIDE, ip("198.51.100.9")))
     assert out.data == data
+
+
+def test_narrower_host_stop_sets_are_subsets() -> None:
+    """parse_host takes the host as the _HOST run: that is only right while every stop set
+    passed to it stops no earlier than the run does."""
+    from sipnat46.sip import uri, via
+
+    assert via._VIA_STOPS <= uri._HOST_END and uri._PARAM_END <= uri._HOST_END
