@@ -1,7 +1,9 @@
 """Highest clean SIP call rate through the lab's gw, and sipnat46's added latency.
 
 Rows, measured in one run on the same lab: plain forwarding (no rules), the kernel's own SIP
-helper (nf_conntrack_sip via -j CT --helper sip) and sipnat46 fixup (a rigid PBX writing IPv4
+helper (nf_conntrack_sip via -j CT --helper sip), the queue's own floor (sipnat46's rules with a
+Python process that copies each packet out and back and accepts it: the most any Python daemon
+on this queue could do) and sipnat46 fixup (a rigid PBX writing IPv4
 literals into IPv6 messages), sipnat46 with nothing to fix, and sipnat46 translate (the IPv4-only
 PBX calling the IPv6-only peer's stand-in, relay legs set up per call). A step is clean when every call succeeded with no retransmission.
 TCP rows (sipp -t t1, one connection for all calls) for plain forwarding, the helper, and
@@ -23,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.e2e.lab import PREFIX, SCENARIOS, lab, ns, sipnat46_bin  # noqa: E402
+from tests.e2e.lab import PREFIX, SCENARIOS, lab, ns, ns_popen, sipnat46_bin  # noqa: E402
 
 UAC = ("rpbx", "2001:db8:5::10")
 UAS = ("dspeer", "2001:db8:3::30")
@@ -167,6 +169,26 @@ def helper_rules(action: str) -> None:
             )
 
 
+def queue_floor(queue: int) -> None:
+    """Bound to ``queue``: each packet's payload read and set back, then accepted. What the
+    NFQUEUE round trip to Python costs, with no SIP work at all."""
+    from netfilterqueue import COPY_PACKET, NetfilterQueue
+
+    from sipnat46.nfq import COPY_RANGE
+
+    def echo(pkt) -> None:  # type: ignore[no-untyped-def]
+        pkt.set_payload(pkt.get_payload())
+        pkt.accept()
+
+    nfq = NetfilterQueue()
+    nfq.bind(queue, echo, max_len=4096, mode=COPY_PACKET, range=COPY_RANGE, sock_len=8 << 20)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        nfq.run()
+    finally:
+        nfq.unbind()
+
+
 def latency(work: Path, cfg: Path, rate: int, seconds: float) -> dict[str, object]:
     pid = json.loads(ns("gw", sipnat46_bin(), "--config", str(cfg), "status", "--json", check=False).stdout)[
         "pid"
@@ -191,7 +213,11 @@ def main() -> None:
     ap.add_argument(
         "--tcp", action=argparse.BooleanOptionalAction, default=True, help="TCP rows (sipp -t t1)"
     )
+    ap.add_argument("--queue-floor", type=int, metavar="QUEUE", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.queue_floor is not None:  # the floor row's queue process, run in gw
+        queue_floor(args.queue_floor)
+        return
     rates = [int(r) for r in args.rates.split(",")]
     lab("down")
     lab("up")
@@ -223,6 +249,18 @@ def main() -> None:
                 helper_rules("-D")
         cfg = work / "bench.toml"
         cfg.write_text(CONFIG)
+        if args.baselines:
+            ns("gw", sipnat46_bin(), "--config", str(cfg), "rules", "apply")
+            floor = ns_popen("gw", sys.executable, __file__, "--queue-floor", "49")
+            try:
+                time.sleep(1.0)
+                results["queue floor (Python)"] = highest_clean(
+                    work, "queue floor", rates, args.seconds, PLAIN
+                )
+            finally:
+                floor.terminate()
+                floor.wait()
+                ns("gw", sipnat46_bin(), "--config", str(cfg), "rules", "remove")
         ns("gw", sipnat46_bin(), "--config", str(cfg), "start")
         try:
             results["sipnat46, nothing to fix"] = highest_clean(
