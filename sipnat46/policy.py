@@ -314,9 +314,8 @@ class Rewriter:
         for h in msg.headers if addresses else ():
             if h.name not in URI_LIST_HEADERS:
                 continue
-            base = h.value_start
+            base, label = h.value_start, h.name.title()
             for maddr, s, e, text in uri_hosts(data, base, h.value_end):
-                label = h.name.title()
                 put_host(parse_ip(text), base + s, base + e, text, f"{label} maddr" if maddr else label)
 
         for s, e in sdp_spans(msg) if addresses else ():
