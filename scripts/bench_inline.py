@@ -6,6 +6,8 @@ Python process that copies each packet out and back and accepts it: the most any
 on this queue could do) and sipnat46 fixup (a rigid PBX writing IPv4
 literals into IPv6 messages), sipnat46 with nothing to fix, and sipnat46 translate (the IPv4-only
 PBX calling the IPv6-only peer's stand-in, relay legs set up per call). A step is clean when every call succeeded with no retransmission.
+For the queue floor and sipnat46's UDP rows it also prints the process's CPU time per SIP
+packet at its highest clean rate: what one message costs, for sizing a box.
 TCP rows (sipp -t t1, one connection for all calls) for plain forwarding, the helper, and
 sipnat46 fixup and translate through the stream proxy.
 Not a test: it prints figures. Usage: scripts/bench-inline [--seconds 5] [--rates 500,1000,...] [--no-tcp]
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -28,6 +31,17 @@ sys.path.insert(0, str(ROOT))
 from tests.e2e.lab import PREFIX, SCENARIOS, lab, ns, ns_popen, sipnat46_bin  # noqa: E402
 
 UAC = ("rpbx", "2001:db8:5::10")
+PACKETS_PER_CALL = 6  # INVITE, 180, 200, ACK, BYE, 200 (uac_load.xml / uas_load.xml)
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+CPU_PER_PACKET: dict[str, float] = {}  # step label -> us of CPU per SIP packet at its best rate
+# summary row -> step label, for the rows whose process is measured (the daemon's own CPU:
+# the relay processes of translate are not in it)
+CPU_ROWS = {
+    "queue floor (Python)": "queue floor",
+    "sipnat46, nothing to fix": "sipnat46 pass",
+    "sipnat46 fixup": "sipnat46 fixup",
+    "sipnat46 translate + relay": "sipnat46 translate",
+}
 UAS = ("dspeer", "2001:db8:3::30")
 PLAIN = {
     "via_host": "[2001:db8:5::10]",
@@ -71,8 +85,10 @@ def step(
     caller: dict[str, str],
     translate: bool = False,
     transport: str = "u1",
-) -> tuple[bool, dict[str, int]]:
-    """One step at ``rate``. Clean: every call succeeded, none needed a retransmission, and the
+    pid: int | None = None,
+) -> tuple[bool, dict[str, float]]:
+    """One step at ``rate``. With ``pid``: that process's CPU time (user + system) per SIP
+    packet over the step, in ``cpu_us`` (what one SIP packet costs the box: for sizing). Clean: every call succeeded, none needed a retransmission, and the
     last call ended within 2 s of the step's planned end (over TCP, transport t1: one connection
     for all calls, as a trunk does, sipp never retransmits, so a path that cannot keep up shows
     only as calls finishing late)."""
@@ -86,6 +102,7 @@ def step(
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work,
     )  # fmt: skip
     time.sleep(0.5)
+    cpu_before = cpu_seconds(pid)
     stat = work / f"uac-{rate}.csv"
     stat.unlink(missing_ok=True)
     started = time.monotonic()
@@ -95,6 +112,7 @@ def step(
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work, check=False,
     )  # fmt: skip
     elapsed = time.monotonic() - started
+    cpu_used = cpu_seconds(pid) - cpu_before
     try:
         uas.wait(15)
     except subprocess.TimeoutExpired:
@@ -117,7 +135,17 @@ def step(
             }
     clean = figures["ok"] == calls and figures["failed"] == 0 and figures["retrans"] == 0
     clean = clean and elapsed <= seconds + 2.0
+    if pid is not None and figures["ok"]:
+        figures["cpu_us"] = round(1e6 * cpu_used / (figures["ok"] * PACKETS_PER_CALL), 1)
     return clean, figures
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User plus system CPU time of ``pid`` so far (0 without one)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def highest_clean(
@@ -128,17 +156,23 @@ def highest_clean(
     caller: dict[str, str],
     translate: bool = False,
     transport: str = "u1",
+    pid: int | None = None,
 ) -> int:
+    """The highest clean rate; with ``pid``, that process's CPU per SIP packet at that rate
+    goes into CPU_PER_PACKET under ``name``."""
     best = 0
     for rate in rates:
-        clean, f = step(work, rate, seconds, caller, translate, transport)
+        clean, f = step(work, rate, seconds, caller, translate, transport, pid)
+        cpu = f" ({f['cpu_us']} us CPU per SIP packet)" if "cpu_us" in f else ""
         print(
-            f"  {name:18} {rate:6d} calls/s: {f['ok']}/{f['calls']} ok, {f['failed']} failed, {f['retrans']} retrans, done {f['late']:+.1f} s after the step -> {'clean' if clean else 'NOT clean'}",
+            f"  {name:18} {rate:6d} calls/s: {f['ok']}/{f['calls']} ok, {f['failed']} failed, {f['retrans']} retrans, done {f['late']:+.1f} s after the step -> {'clean' if clean else 'NOT clean'}{cpu}",
             flush=True,
         )
         if not clean:
             break
         best = rate
+        if "cpu_us" in f:
+            CPU_PER_PACKET[name] = f["cpu_us"]
     return best
 
 
@@ -189,12 +223,13 @@ def queue_floor(queue: int) -> None:
         nfq.unbind()
 
 
-def latency(work: Path, cfg: Path, rate: int, seconds: float) -> dict[str, object]:
-    pid = json.loads(ns("gw", sipnat46_bin(), "--config", str(cfg), "status", "--json", check=False).stdout)[
-        "pid"
-    ]
-    import os
+def daemon_pid(cfg: Path) -> int:
+    st = json.loads(ns("gw", sipnat46_bin(), "--config", str(cfg), "status", "--json", check=False).stdout)
+    return int(st["pid"])
 
+
+def latency(work: Path, cfg: Path, rate: int, seconds: float) -> dict[str, object]:
+    pid = daemon_pid(cfg)
     os.kill(pid, signal.SIGUSR1)
     time.sleep(0.5)
     clean, _ = step(work, rate, seconds, RIGID)
@@ -255,7 +290,7 @@ def main() -> None:
             try:
                 time.sleep(1.0)
                 results["queue floor (Python)"] = highest_clean(
-                    work, "queue floor", rates, args.seconds, PLAIN
+                    work, "queue floor", rates, args.seconds, PLAIN, pid=floor.pid
                 )
             finally:
                 floor.terminate()
@@ -263,10 +298,13 @@ def main() -> None:
                 ns("gw", sipnat46_bin(), "--config", str(cfg), "rules", "remove")
         ns("gw", sipnat46_bin(), "--config", str(cfg), "start")
         try:
+            pid = daemon_pid(cfg)
             results["sipnat46, nothing to fix"] = highest_clean(
-                work, "sipnat46 pass", rates, args.seconds, PLAIN
+                work, "sipnat46 pass", rates, args.seconds, PLAIN, pid=pid
             )
-            results["sipnat46 fixup"] = highest_clean(work, "sipnat46 fixup", rates, args.seconds, RIGID)
+            results["sipnat46 fixup"] = highest_clean(
+                work, "sipnat46 fixup", rates, args.seconds, RIGID, pid=pid
+            )
             if args.tcp:
                 results["sipnat46 fixup TCP"] = highest_clean(
                     work, "sipnat46 fixup TCP", rates, args.seconds, RIGID, transport="t1"
@@ -280,7 +318,7 @@ def main() -> None:
         ns("gw", sipnat46_bin(), "--config", str(xcfg), "start")
         try:
             results["sipnat46 translate + relay"] = highest_clean(
-                work, "sipnat46 translate", rates, args.seconds, PBX4, True
+                work, "sipnat46 translate", rates, args.seconds, PBX4, True, pid=daemon_pid(xcfg)
             )
             if args.tcp:
                 results["sipnat46 translate TCP"] = highest_clean(
@@ -291,9 +329,10 @@ def main() -> None:
     finally:
         lab("down")
     print()
-    print(f"{'path':24} {'highest clean calls/s':>22}")
+    print(f"{'path':26} {'highest clean calls/s':>22}  CPU per SIP packet there")
     for name, rate in results.items():
-        print(f"{name:24} {rate:22d}")
+        cpu = CPU_PER_PACKET.get(CPU_ROWS.get(name, ""))
+        print(f"{name:26} {rate:22d}  {'' if cpu is None else f'{cpu} us'}")
     helper = results.get("kernel SIP helper") or 0
     if helper:
         print(f"sipnat46 fixup / kernel helper: {results['sipnat46 fixup'] / helper:.2f} (goal >= 0.5)")
