@@ -23,21 +23,24 @@ class ViaMemory:
     def __init__(self, ttl: float = VIA_TTL, capacity: int = VIA_CAPACITY) -> None:
         self.ttl = ttl
         self.capacity = capacity
-        self._entries: OrderedDict[tuple[str, Side], tuple[bytes, float]] = OrderedDict()
+        # Keys and values hold only strings, bytes and floats: the garbage collector stops
+        # tracking such tuples, so a full collection does not walk 100,000 entries one by one.
+        self._entries: OrderedDict[tuple[str, str], tuple[bytes, float]] = OrderedDict()
 
     def remember(self, branch: str, back_to: Side, original: bytes, now: float) -> None:
-        key = (branch, back_to)
+        key = (branch, back_to.value)
         self._entries[key] = (original, now + self.ttl)
         self._entries.move_to_end(key)
         while len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
 
     def recall(self, branch: str, back_to: Side, now: float) -> bytes | None:
-        item = self._entries.get((branch, back_to))
+        key = (branch, back_to.value)
+        item = self._entries.get(key)
         if item is None:
             return None
         if item[1] < now:
-            del self._entries[(branch, back_to)]
+            del self._entries[key]
             return None
         return item[0]
 
